@@ -1,0 +1,1 @@
+"""Datasets: reading images, building aligned face datasets, loading them for training."""
