@@ -1,0 +1,184 @@
+"""The ``facegan`` command: parse and validate options, call the library, print results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from facegan import __version__
+from facegan.errors import UserError
+
+# Modules that add more subcommands; each exposes register(subparsers).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_prepare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="turn a folder of face photos into a training dataset",
+        description="Read every .jpg/.jpeg/.png/.webp under SRC, centre-crop, resize and "
+        "write PNGs with a manifest to OUT. Re-running on the same OUT resumes.",
+    )
+    parser.add_argument("src", type=Path, help="folder of photos (searched recursively)")
+    parser.add_argument("out", type=Path, help="dataset folder to create or resume")
+    parser.add_argument("--size", type=int, default=64, help="output size in pixels (default 64)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from facegan.data.prepare import prepare
+
+    summary = prepare(args.src, args.out, args.size, args.workers)
+    print(summary.table())
+    print(f"dataset: {args.out}  (skipped files are listed in {args.out / 'report.txt'})")
+    return 0
+
+
+def _register_train(subparsers) -> None:
+    from facegan.config import add_config_arguments, preset_names
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train a GAN on a prepared dataset",
+        description="Train a GAN from a preset, with any option overridden by its flag.",
+    )
+    parser.add_argument("data", type=Path, help="dataset folder from 'facegan prepare', or a ZIP")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of {', '.join(preset_names())} or a .toml path (default cpu-64; "
+        "with --resume, the run's saved configuration)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved configuration and exit"
+    )
+    add_config_arguments(parser)
+    parser.set_defaults(handler=_run_train)
+
+
+def _resolve_train_config(args):
+    from facegan.config import TrainConfig, overrides_from_args, read_config, resolve_config
+
+    overrides = overrides_from_args(args)
+    saved_path = args.out / "config.json"
+    if args.resume and args.preset is None and saved_path.exists():
+        values = {**read_config(saved_path).to_dict(), **overrides}
+        config = TrainConfig.from_dict(values, "command line")
+        config.validate()
+        return config
+    return resolve_config(args.preset or "cpu-64", overrides)
+
+
+def _run_train(args) -> int:
+    from facegan.models import build_models
+    from facegan.training.loop import train
+
+    config = _resolve_train_config(args)
+    if args.dry_run:
+        generator, discriminator = build_models(config)
+        print(json.dumps(config.to_dict(), indent=2))
+        for name, net in (("generator", generator), ("discriminator", discriminator)):
+            print(f"{name} parameters: {sum(p.numel() for p in net.parameters()):,}")
+        return 0
+    result = train(args.data, args.out, config, resume=args.resume)
+    state = "stopped early" if result.interrupted else "finished"
+    print(f"{state} at step {result.step} ({result.images_seen / 1000:.1f} kimg, "
+          f"{result.seconds / 60:.1f} min)")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"samples: {result.grid}")
+    return 0
+
+
+def _register_sample(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="generate new faces from a trained run",
+        description="Write N generated faces as PNGs plus grid.png. The same --seed "
+        "gives the same images.",
+    )
+    parser.add_argument("run", type=Path, help="run folder (or checkpoint file) to sample from")
+    parser.add_argument("--n", type=int, default=64, help="number of faces (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    parser.add_argument(
+        "--truncation", type=float, default=1.0,
+        help="truncation psi in [0, 1]: 1 keeps full variety, 0 gives the mean face (default 1)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("samples"), help="output folder")
+    parser.add_argument(
+        "--no-ema", action="store_true", help="use the raw generator instead of its EMA copy"
+    )
+    parser.set_defaults(handler=_run_sample)
+
+
+def _run_sample(args) -> int:
+    from facegan.sampling import sample
+
+    paths, grid = sample(args.run, args.n, args.seed, args.truncation, args.out, not args.no_ema)
+    print(f"wrote {len(paths)} faces to {args.out}")
+    print(f"grid: {grid}")
+    return 0
+
+
+def _register_demo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="prepare a folder of faces, train the CPU preset for a few minutes, sample",
+        description="Prepare DATA at 64x64, train the cpu-64 preset for --minutes, then "
+        "write 64 samples. Running it again continues the same run.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder of face photos")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="training time in minutes (default 10)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="prepare's worker processes")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from facegan.demo import run_demo
+
+    result = run_demo(args.data, args.out, args.minutes, args.workers)
+    print(f"trained {result.step} steps ({result.images_seen / 1000:.1f} kimg) "
+          f"in {result.seconds / 60:.1f} min")
+    print(f"training grids: {args.out / 'run' / 'samples'}")
+    print(f"new faces: {result.samples_dir}")
+    print(f"grid of new faces: {result.samples_grid}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facegan", description="Train GANs on face photos and sample new people."
+    )
+    parser.add_argument("--version", action="version", version=f"facegan {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in (_register_prepare, _register_train, _register_sample, _register_demo):
+        register(subparsers)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"facegan {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,107 @@
+"""Generate new faces from a trained run: ``facegan sample RUN``.
+
+Latents are drawn from N(0, I) with a ``torch.Generator`` seeded by ``seed``, so a seed
+always gives the same images. Truncation scales each latent towards the mean latent
+(zero): ``z' = psi * z``. At ``psi = 1`` samples are untruncated; lower values trade
+variety for typical-looking faces; ``psi = 0`` gives the generator's mean face for
+every seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facegan.config import TrainConfig
+from facegan.errors import UserError
+from facegan.images import make_grid, save_png, to_uint8
+from facegan.models import build_models
+from facegan.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedRun:
+    """A run's networks in eval mode, ready to sample, with its resolved configuration."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    config: TrainConfig
+    step: int
+
+
+def load_run(run_dir: Path, ema: bool = True) -> LoadedRun:
+    """Load the latest checkpoint of ``run_dir``; ``ema`` picks the EMA generator weights."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir
+    checkpoint = load_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint["config"], str(path))
+    generator, discriminator = build_models(config)
+    generator.load_state_dict(checkpoint["generator_ema" if ema else "generator"])
+    discriminator.load_state_dict(checkpoint["discriminator"])
+    generator.eval().requires_grad_(False)
+    discriminator.eval().requires_grad_(False)
+    return LoadedRun(generator, discriminator, config, checkpoint["step"])
+
+
+def check_truncation(psi: float) -> None:
+    if not 0.0 <= psi <= 1.0:
+        raise UserError(f"invalid --truncation {psi}; use a value in [0, 1] (1: no truncation)")
+
+
+def sample_latents(count: int, z_dim: int, seed: int, truncation_psi: float = 1.0) -> torch.Tensor:
+    """Draw ``count`` latents for ``seed`` and truncate them towards zero by ``truncation_psi``."""
+    check_truncation(truncation_psi)
+    rng = torch.Generator().manual_seed(seed)
+    return torch.randn(count, z_dim, generator=rng) * truncation_psi
+
+
+@torch.no_grad()
+def generate(
+    generator: nn.Module,
+    latents: torch.Tensor,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Run ``generator`` on ``latents`` in batches; return NHWC uint8 images."""
+    chunks = [to_uint8(generator(batch)) for batch in latents.split(batch_size)]
+    return np.concatenate(chunks)
+
+
+def write_samples(images: np.ndarray, out: Path, seed: int) -> tuple[list[Path], Path]:
+    """Write each image as ``seedS-NNNN.png`` and all of them as ``grid.png`` in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(images):
+        path = out / f"seed{seed}-{index:04d}.png"
+        save_png(image, path)
+        paths.append(path)
+    grid_path = out / "grid.png"
+    save_png(make_grid(images), grid_path)
+    return paths, grid_path
+
+
+def sample(
+    run_dir: Path,
+    count: int,
+    seed: int,
+    truncation_psi: float,
+    out: Path,
+    ema: bool = True,
+) -> tuple[list[Path], Path]:
+    """Generate ``count`` faces from ``run_dir`` and write them to ``out``."""
+    if count < 1:
+        raise UserError(f"invalid --n {count}; use 1 or more")
+    check_truncation(truncation_psi)
+    run = load_run(run_dir, ema=ema)
+    latents = sample_latents(count, run.config.z_dim, seed, truncation_psi)
+    images = generate(run.generator, latents)
+    paths, grid = write_samples(images, out, seed)
+    log.info("wrote %d samples from step %d of %s to %s", count, run.step, run_dir, out)
+    return paths, grid

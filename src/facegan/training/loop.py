@@ -1,0 +1,345 @@
+"""The training loop: alternate discriminator and generator steps, log, sample, checkpoint.
+
+Outputs in the run folder::
+
+    config.json     the resolved configuration
+    stats.jsonl     one JSON line every ``log_every`` steps
+    samples/        grids from fixed latents every ``sample_every`` steps (EMA generator)
+    checkpoint.pt   the latest checkpoint, replaced atomically every ``checkpoint_every`` steps
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facegan.config import RESUMABLE_FIELDS, TrainConfig, save_config
+from facegan.data.dataset import BatchSampler, load_images
+from facegan.errors import UserError
+from facegan.images import make_grid, save_png, to_uint8
+from facegan.models import build_models
+from facegan.training import losses
+from facegan.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from facegan.training.ema import ema_decay_at, make_ema, update_ema
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainResult:
+    """Where a training call stopped and what it wrote."""
+
+    step: int
+    images_seen: int
+    seconds: float
+    checkpoint: Path
+    grid: Path | None
+    interrupted: bool
+
+
+def check_resume(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
+    """Return the checkpoint to resume from, or None for a new run.
+
+    Raises UserError when a new run would overwrite an existing one, when --resume finds
+    no checkpoint, or when a setting that shapes the training differs from the saved one.
+    """
+    path = run_dir / CHECKPOINT_NAME
+    if not resume:
+        if path.exists():
+            raise UserError(
+                f"{run_dir} already contains a run; pass --resume to continue it "
+                "or choose another --out"
+            )
+        return None
+    if not path.exists():
+        raise UserError(f"--resume: no checkpoint in {run_dir}; start the run without --resume")
+    checkpoint = load_checkpoint(path)
+    saved = TrainConfig.from_dict(checkpoint["config"], str(path))
+    differences = [
+        line for line in saved.differences(config) if line.split(":")[0] not in RESUMABLE_FIELDS
+    ]
+    if differences:
+        raise UserError(
+            f"--resume: these settings differ from the run in {run_dir} and cannot change "
+            "mid-run (saved -> requested):\n  " + "\n  ".join(differences)
+        )
+    return checkpoint
+
+
+class _StopRequest:
+    """Turn SIGINT and SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            # A second Ctrl-C while the checkpoint is written: let the default handler act.
+            raise KeyboardInterrupt
+        log.warning("stop requested (signal %d): saving a checkpoint", signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Hold the networks, optimizers and state of one run, and advance it step by step."""
+
+    def __init__(self, config: TrainConfig, images: torch.Tensor, run_dir: Path):
+        self.config = config
+        self.run_dir = run_dir
+        torch.manual_seed(config.seed)
+        self.generator, self.discriminator = build_models(config)
+        self.memory_format = (
+            torch.channels_last if config.channels_last else torch.contiguous_format
+        )
+        self.generator.to(memory_format=self.memory_format)
+        self.discriminator.to(memory_format=self.memory_format)
+        self.generator_ema = make_ema(self.generator)
+        betas = (config.adam_beta1, config.adam_beta2)
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.g_lr, betas=betas)
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), config.d_lr, betas=betas
+        )
+        self.sampler = BatchSampler(images, config.batch_size, config.x_flip, config.seed + 1)
+        self.latent_rng = torch.Generator().manual_seed(config.seed + 2)
+        fixed_rng = torch.Generator().manual_seed(config.seed + 3)
+        self.fixed_latents = torch.randn(config.grid_size, config.z_dim, generator=fixed_rng)
+        self.step = 0
+        self.images_seen = 0
+        self.seconds = 0.0
+
+    def autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> dict[str, float]:
+        """Run one discriminator and one generator update; return the step's losses."""
+        config = self.config
+        real = self.sampler.next().contiguous(memory_format=self.memory_format)
+        z = torch.randn(config.batch_size, config.z_dim, generator=self.latent_rng)
+
+        with self.autocast():
+            fake = self.generator(z)
+            real_logits = self.discriminator(real)
+            fake_logits = self.discriminator(fake.detach())
+        d_loss = losses.nonsaturating_d_loss(real_logits, fake_logits)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+
+        with self.autocast():
+            fake_logits_for_g = self.discriminator(fake)
+        g_loss = losses.nonsaturating_g_loss(fake_logits_for_g)
+        self.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optimizer.step()
+
+        update_ema(
+            self.generator_ema,
+            self.generator,
+            ema_decay_at(self.step, config.ema_decay, config.ema_warmup),
+        )
+        self.step += 1
+        self.images_seen += config.batch_size
+        return {
+            "loss_g": g_loss.item(),
+            "loss_d": d_loss.item(),
+            "d_real": real_logits.float().mean().item(),
+            "d_fake": fake_logits.float().mean().item(),
+        }
+
+    @torch.no_grad()
+    def sample_grid(self) -> Path:
+        """Render the fixed latents with the EMA generator into ``samples/step-NNNNNNN.png``."""
+        images = []
+        for chunk in self.fixed_latents.split(64):
+            images.append(to_uint8(self.generator_ema(chunk)))
+        grid = make_grid(np.concatenate(images))
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"step-{self.step:07d}.png"
+        save_png(grid, path)
+        save_png(grid, folder / "latest.png")
+        return path
+
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "seconds": self.seconds,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.generator_ema.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "latent_rng": self.latent_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "fixed_latents": self.fixed_latents,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_ema.load_state_dict(state["generator_ema"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.latent_rng.set_state(state["latent_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.fixed_latents = state["fixed_latents"]
+        self.step = state["step"]
+        self.images_seen = state["images_seen"]
+        self.seconds = state["seconds"]
+
+    def save(self) -> Path:
+        path = self.run_dir / CHECKPOINT_NAME
+        save_checkpoint(self.state_dict(), path)
+        log.info("checkpoint at step %d: %s", self.step, path)
+        return path
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed, so steps do not repeat."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError):
+            continue
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+class _StatsWindow:
+    """Average step losses between log lines and measure images per second."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def flush(self, trainer: Trainer) -> dict:
+        elapsed = time.perf_counter() - self.started
+        record = {
+            "step": trainer.step,
+            "kimg": round(trainer.images_seen / 1000, 3),
+            "seconds": round(trainer.seconds, 2),
+            **{key: round(total / self.count, 5) for key, total in self.sums.items()},
+            "images_per_second": round(self.count * trainer.config.batch_size / elapsed, 2),
+        }
+        self.__init__()
+        return record
+
+
+def _check_finite(values: dict[str, float], step: int) -> None:
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad)} at step {step}; lower --g-lr/--d-lr or resume "
+            "from the last checkpoint"
+        )
+
+
+def train(data: Path, run_dir: Path, config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train ``config`` on the images in ``data``, writing into ``run_dir``.
+
+    Stops at ``config.steps``, after ``config.minutes`` of training time, or on SIGINT or
+    SIGTERM; every stop writes a checkpoint first. With ``resume`` the run continues from
+    ``run_dir/checkpoint.pt`` exactly as if it had not stopped.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = check_resume(run_dir, config, resume)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    images = load_images(data, config.resolution)
+    trainer = Trainer(config, images, run_dir)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        log.info("resumed %s at step %d", run_dir, trainer.step)
+    save_config(config, run_dir / "config.json")
+    stats_path = run_dir / "stats.jsonl"
+    _truncate_stats(stats_path, trainer.step)
+    return _run_loop(trainer, stats_path)
+
+
+def _time_up(trainer: Trainer) -> bool:
+    return trainer.config.minutes > 0 and trainer.seconds >= trainer.config.minutes * 60
+
+
+def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
+    config = trainer.config
+    grid_path = None
+    checkpoint_path = trainer.run_dir / CHECKPOINT_NAME
+    window = _StatsWindow()
+    progress = tqdm(
+        total=config.steps, initial=trainer.step, unit="step", desc="train", dynamic_ncols=True
+    )
+    with _StopRequest() as stop, open(stats_path, "a") as stats_file:
+        while trainer.step < config.steps and not _time_up(trainer) and not stop.requested:
+            started = time.perf_counter()
+            values = trainer.train_step()
+            trainer.seconds += time.perf_counter() - started
+            _check_finite(values, trainer.step)
+            window.add(values)
+            progress.update(1)
+            if trainer.step % config.log_every == 0:
+                record = window.flush(trainer)
+                stats_file.write(json.dumps(record) + "\n")
+                stats_file.flush()
+                progress.set_postfix(
+                    img_s=record["images_per_second"],
+                    loss_g=f"{record['loss_g']:.3f}",
+                    loss_d=f"{record['loss_d']:.3f}",
+                )
+            if trainer.step % config.sample_every == 0:
+                grid_path = trainer.sample_grid()
+            if trainer.step % config.checkpoint_every == 0:
+                checkpoint_path = trainer.save()
+        progress.close()
+        if grid_path is None or trainer.step % config.sample_every != 0:
+            grid_path = trainer.sample_grid()
+        if trainer.step % config.checkpoint_every != 0 or not checkpoint_path.exists():
+            checkpoint_path = trainer.save()
+    return TrainResult(
+        step=trainer.step,
+        images_seen=trainer.images_seen,
+        seconds=trainer.seconds,
+        checkpoint=checkpoint_path,
+        grid=grid_path,
+        interrupted=stop.requested,
+    )
