@@ -1,9 +1,8 @@
 """Turn facial landmarks into an oriented square crop and render it at a chosen size.
 
-The crop follows the recipe used to build the FFHQ dataset (Karras et al., "A Style-Based
-Generator Architecture for GANs", 2019): the centre and scale come from the eye-to-eye and
-eye-to-mouth vectors, so the crop rotates with the head and its size tracks the face, not
-the detector box. Everything here is a pure function of numpy arrays.
+The crop follows the recipe that built the FFHQ face dataset. Its centre and scale come
+from the eye-to-eye and eye-to-mouth vectors, so the crop rotates with the head and its size
+tracks the face, not the detector box. Everything here is a pure function of numpy arrays.
 
 Coordinates are pixel indices: the centre of the pixel in column ``x`` and row ``y`` is at
 ``(x, y)``, which is how dlib reports landmarks. A quad lists the crop's outer corners in
@@ -29,8 +28,8 @@ MAX_SIZE = 1024
 # shifts the crop by a few percent on atypical faces.
 MOUTH_TO_NOSE_RATIO = 1.35
 
-# How the FFHQ recipe sizes the crop: the half-width is the larger of twice the eye
-# distance and 1.8 times the eye-to-mouth distance, and the centre sits a tenth of the
+# Crop proportions of the FFHQ recipe. The half-width is the larger of twice the eye
+# distance and 1.8 times the eye-to-mouth distance. The centre sits a tenth of the
 # eye-to-mouth vector below the eye midpoint.
 EYE_SCALE = 2.0
 MOUTH_SCALE = 1.8
@@ -53,7 +52,7 @@ class FacePoints:
 class AlignedFace:
     """An aligned crop and the geometry that produced it.
 
-    ``matrix`` is the 2x3 affine map from output pixel indices to source pixel indices;
+    ``matrix`` is the 2x3 affine map from output pixel indices to source pixel indices.
     ``pad_fraction`` is the share of the output that lies outside the source photo.
     """
 
@@ -151,7 +150,7 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 def pad_fraction(matrix: np.ndarray, size: int, image_shape: tuple[int, ...]) -> float:
     """Estimate the share of the output square that falls outside the source image.
 
-    Samples a 32x32 grid of output pixels, so the result is accurate to about 0.1%.
+    Samples a 32x32 grid of output pixels, so the result comes in steps of 1/1024.
     """
     grid = (np.arange(32) + 0.5) * (size / 32) - 0.5
     u, v = np.meshgrid(grid, grid)
