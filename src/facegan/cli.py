@@ -20,8 +20,9 @@ def _register_prepare(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="turn a folder of face photos into a training dataset",
-        description="Read every .jpg/.jpeg/.png/.webp under SRC, centre-crop, resize and "
-        "write PNGs with a manifest to OUT. Re-running on the same OUT resumes.",
+        description="Read every .jpg/.jpeg/.png/.webp under SRC, detect and align the faces "
+        "(or centre-crop with --no-align) and write PNGs with a manifest to OUT. "
+        "Re-running on the same OUT resumes.",
     )
     parser.add_argument("src", type=Path, help="folder of photos (searched recursively)")
     parser.add_argument("out", type=Path, help="dataset folder to create or resume")
@@ -29,13 +30,91 @@ def _register_prepare(subparsers) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: all cores)"
     )
+    parser.add_argument(
+        "--holdout", type=float, default=0.05,
+        help="fraction of source files held out of training for the novelty check, "
+        "chosen from each file's SHA-256 (default 0.05)",
+    )
+    parser.add_argument(
+        "--zip", action="store_true",
+        help="also pack the training images into an uncompressed OUT/images.zip",
+    )
+    _add_align_arguments(parser)
     parser.set_defaults(handler=_run_prepare)
+
+
+def _add_align_arguments(parser) -> None:
+    group = parser.add_argument_group("face alignment (dlib)")
+    group.add_argument(
+        "--no-align", action="store_true",
+        help="centre-crop each image instead of detecting and aligning faces "
+        "(for folders of already-aligned crops)",
+    )
+    group.add_argument(
+        "--faces", choices=("largest", "all"), default="largest",
+        help="faces to keep from a photo with several: the largest, or all (default largest)",
+    )
+    group.add_argument(
+        "--landmarks", type=int, choices=(68, 5), default=68,
+        help="dlib landmark model: 68 points (iBUG 300-W, non-commercial) or 5 points "
+        "(no such restriction) (default 68)",
+    )
+    group.add_argument(
+        "--upsample", type=int, default=1,
+        help="times the detector doubles the photo to find small faces, 0-2 (default 1)",
+    )
+    group.add_argument(
+        "--min-score", type=float, default=0.2,
+        help="detector score below which a box is not a face (default 0.2)",
+    )
+    group.add_argument(
+        "--min-face", type=int, default=32,
+        help="smallest face box side to keep, in source pixels (default 32)",
+    )
+    group.add_argument(
+        "--detect-size", type=int, default=1024,
+        help="longer side, in pixels, the photo is scaled down to for detection (default 1024)",
+    )
+    group.add_argument(
+        "--max-pad", type=float, default=0.4,
+        help="largest fraction of a crop that may lie outside the photo (default 0.4)",
+    )
+    group.add_argument(
+        "--near-dup", type=int, default=24,
+        help="pHash Hamming distance (of 256 bits) up to which two aligned faces count as "
+        "duplicates; -1 turns the check off (default 24)",
+    )
+
+
+def _align_options(args):
+    if args.no_align:
+        return None
+    from facegan.data.detect import DetectOptions
+    from facegan.data.facecrop import AlignOptions
+
+    detect = DetectOptions(
+        upsample=args.upsample,
+        min_score=args.min_score,
+        min_face=args.min_face,
+        detect_size=args.detect_size,
+        landmarks=args.landmarks,
+        rule=args.faces,
+    )
+    return AlignOptions(detect=detect, max_pad=args.max_pad, near_duplicate=args.near_dup)
 
 
 def _run_prepare(args) -> int:
     from facegan.data.prepare import prepare
 
-    summary = prepare(args.src, args.out, args.size, args.workers)
+    summary = prepare(
+        args.src,
+        args.out,
+        args.size,
+        args.workers,
+        align=_align_options(args),
+        holdout=args.holdout,
+        make_zip=args.zip,
+    )
     print(summary.table())
     print(f"dataset: {args.out}  (skipped files are listed in {args.out / 'report.txt'})")
     return 0
