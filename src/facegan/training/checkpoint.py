@@ -9,6 +9,7 @@ of one.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -46,5 +47,5 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         # weights_only=False: the checkpoint holds RNG states and plain config dicts
         # written by this package, not arbitrary objects from elsewhere.
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
         raise UserError(f"checkpoint {path} is unreadable ({error}); it may be from another tool")

@@ -147,6 +147,8 @@ class Trainer:
             real_logits = self.discriminator(real)
             fake_logits = self.discriminator(fake.detach())
         d_loss = losses.nonsaturating_d_loss(real_logits, fake_logits)
+        # Checked before the update, so that a bad batch never reaches the weights.
+        _check_finite({"loss_d": d_loss.item()}, self.step + 1)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
@@ -154,6 +156,7 @@ class Trainer:
         with self.autocast():
             fake_logits_for_g = self.discriminator(fake)
         g_loss = losses.nonsaturating_g_loss(fake_logits_for_g)
+        _check_finite({"loss_g": g_loss.item()}, self.step + 1)
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
@@ -301,6 +304,14 @@ def _time_up(trainer: Trainer) -> bool:
     return trainer.config.minutes > 0 and trainer.seconds >= trainer.config.minutes * 60
 
 
+def _estimated_total_steps(trainer: Trainer, record: dict) -> int:
+    """Estimate the step at which the --minutes limit stops the run, for the bar's ETA."""
+    seconds_left = trainer.config.minutes * 60 - trainer.seconds
+    steps_per_second = record["images_per_second"] / trainer.config.batch_size
+    estimate = trainer.step + max(0, int(seconds_left * steps_per_second))
+    return min(trainer.config.steps, estimate)
+
+
 def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
     config = trainer.config
     grid_path = None
@@ -314,13 +325,14 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
             started = time.perf_counter()
             values = trainer.train_step()
             trainer.seconds += time.perf_counter() - started
-            _check_finite(values, trainer.step)
             window.add(values)
             progress.update(1)
             if trainer.step % config.log_every == 0:
                 record = window.flush(trainer)
                 stats_file.write(json.dumps(record) + "\n")
                 stats_file.flush()
+                if config.minutes > 0:
+                    progress.total = _estimated_total_steps(trainer, record)
                 progress.set_postfix(
                     img_s=record["images_per_second"],
                     loss_g=f"{record['loss_g']:.3f}",
