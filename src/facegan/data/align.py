@@ -121,6 +121,22 @@ def face_quad(points: FacePoints) -> np.ndarray:
     )
 
 
+def square_quad(centre: np.ndarray, half_side: float, angle: float) -> np.ndarray:
+    """Return the quad of a square around ``centre`` whose top edge is turned by ``angle`` radians."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    axis_x = np.array([cos, sin]) * half_side
+    axis_y = np.array([-sin, cos]) * half_side
+    centre = np.asarray(centre, dtype=np.float64)
+    return np.stack(
+        [
+            centre - axis_x - axis_y,
+            centre - axis_x + axis_y,
+            centre + axis_x + axis_y,
+            centre + axis_x - axis_y,
+        ]
+    )
+
+
 def quad_matrix(quad: np.ndarray, size: int) -> np.ndarray:
     """Return the 2x3 affine map from output pixel indices to source pixel indices.
 
