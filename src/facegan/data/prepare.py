@@ -440,6 +440,16 @@ def _count(summary: PrepareSummary, record: dict) -> None:
         log.warning("skipped %s: %s", record["source"], record["reason"])
 
 
+def _end_torn_line(path: Path) -> None:
+    """Terminate a torn last line so that the next record starts on a line of its own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
+
+
 def _log_photo(records: list[dict]) -> None:
     first = records[0]
     if "faces_found" not in first:
@@ -476,6 +486,7 @@ def prepare(
     log.info("%d images found, %d already done, %d to process", summary.found, resumed, len(tasks))
 
     writer = _DatasetWriter(out, records, align, holdout)
+    _end_torn_line(out / "manifest.jsonl")
     start = time.perf_counter()
     with open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest, logging_redirect_tqdm():
         progress = tqdm(total=len(tasks), unit="img", desc="prepare", dynamic_ncols=True)
