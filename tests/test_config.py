@@ -101,3 +101,11 @@ def test_differences_lists_fields():
     ours = TrainConfig()
     theirs = TrainConfig(z_dim=7, steps=3)
     assert ours.differences(theirs) == ["z_dim: 128 -> 7", "steps: 10000 -> 3"]
+
+
+def test_cli_unknown_flag_suggests(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--batchsize", "8"])
+    error = capsys.readouterr().err
+    assert "--batchsize: did you mean --batch-size?" in error
+    assert "facegan train --help" in error

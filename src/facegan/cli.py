@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import logging
@@ -11,6 +12,30 @@ from pathlib import Path
 
 from facegan import __version__
 from facegan.errors import UserError
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose unknown-option error suggests the closest valid flags."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(_unknown_message(unknown, parsed))
+        return parsed
+
+
+def _unknown_message(unknown: list[str], parsed: argparse.Namespace) -> str:
+    flags = [arg for arg in unknown if arg.startswith("-")] or unknown
+    parser = getattr(parsed, "command_parser", None)
+    known = sorted(parser._option_string_actions) if parser else []
+    lines = [f"unrecognized arguments: {' '.join(unknown)}"]
+    for flag in flags:
+        close = difflib.get_close_matches(flag.split("=")[0], known, n=3, cutoff=0.6)
+        if close:
+            lines.append(f"{flag}: did you mean {' or '.join(close)}?")
+    command = getattr(parsed, "command", None)
+    lines.append(f"run 'facegan {command or ''} --help'".replace("  ", " ") + " for the options")
+    return "\n".join(lines)
+
 
 # Modules that add more subcommands; each exposes register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = ()
@@ -184,7 +209,10 @@ def _register_sample(subparsers) -> None:
         description="Write N generated faces as PNGs plus grid.png. The same --seed "
         "gives the same images.",
     )
-    parser.add_argument("run", type=Path, help="run folder (or checkpoint file) to sample from")
+    parser.add_argument(
+        "run", type=Path, nargs="?", default=None,
+        help="run folder (or checkpoint file) to sample from (default: the bundled model)",
+    )
     parser.add_argument("--n", type=int, default=64, help="number of faces (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     parser.add_argument(
@@ -236,7 +264,7 @@ def _run_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="facegan", description="Train GANs on face photos and sample new people."
     )
     parser.add_argument("--version", action="version", version=f"facegan {__version__}")
@@ -246,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         register(subparsers)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for command_parser in subparsers.choices.values():
+        # Lets the unknown-option message list the flags of the command that was run.
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 

@@ -28,16 +28,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedRun:
-    """A run's networks in eval mode, ready to sample, with its resolved configuration."""
+    """A generator in eval mode, ready to sample, with its resolved configuration.
+
+    ``discriminator`` is None for the bundled model, which ships without one.
+    """
 
     generator: nn.Module
-    discriminator: nn.Module
+    discriminator: nn.Module | None
     config: TrainConfig
     step: int
+    source: str
 
 
-def load_run(run_dir: Path, ema: bool = True) -> LoadedRun:
-    """Load the latest checkpoint of ``run_dir``; ``ema`` picks the EMA generator weights."""
+def load_run(run_dir: Path | None, ema: bool = True) -> LoadedRun:
+    """Load the latest checkpoint of ``run_dir``; ``ema`` picks the EMA generator weights.
+
+    With ``run_dir`` None, load the generator bundled with the package.
+    """
+    if run_dir is None:
+        from facegan.pretrained import DEFAULT_MODEL, load_bundled
+
+        generator, config, card = load_bundled(DEFAULT_MODEL)
+        return LoadedRun(generator, None, config, card["step"], f"bundled model {DEFAULT_MODEL}")
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir
     checkpoint = load_checkpoint(path)
@@ -47,7 +59,7 @@ def load_run(run_dir: Path, ema: bool = True) -> LoadedRun:
     discriminator.load_state_dict(checkpoint["discriminator"])
     generator.eval().requires_grad_(False)
     discriminator.eval().requires_grad_(False)
-    return LoadedRun(generator, discriminator, config, checkpoint["step"])
+    return LoadedRun(generator, discriminator, config, checkpoint["step"], str(run_dir))
 
 
 def check_truncation(psi: float) -> None:
@@ -88,14 +100,14 @@ def write_samples(images: np.ndarray, out: Path, seed: int) -> tuple[list[Path],
 
 
 def sample(
-    run_dir: Path,
+    run_dir: Path | None,
     count: int,
     seed: int,
     truncation_psi: float,
     out: Path,
     ema: bool = True,
 ) -> tuple[list[Path], Path]:
-    """Generate ``count`` faces from ``run_dir`` and write them to ``out``."""
+    """Generate ``count`` faces from ``run_dir`` (None: the bundled model) into ``out``."""
     if count < 1:
         raise UserError(f"invalid --n {count}; use 1 or more")
     check_truncation(truncation_psi)
@@ -103,5 +115,5 @@ def sample(
     latents = sample_latents(count, run.config.z_dim, seed, truncation_psi)
     images = generate(run.generator, latents)
     paths, grid = write_samples(images, out, seed)
-    log.info("wrote %d samples from step %d of %s to %s", count, run.step, run_dir, out)
+    log.info("wrote %d samples from step %d of %s to %s", count, run.step, run.source, out)
     return paths, grid
