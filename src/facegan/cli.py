@@ -38,7 +38,7 @@ def _unknown_message(unknown: list[str], parsed: argparse.Namespace) -> str:
 
 
 # Modules that add more subcommands; each exposes register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("facegan.evaluation.commands",)
 
 
 def _register_prepare(subparsers) -> None:
@@ -223,13 +223,20 @@ def _register_sample(subparsers) -> None:
     parser.add_argument(
         "--no-ema", action="store_true", help="use the raw generator instead of its EMA copy"
     )
+    from facegan.evaluation.selection import add_selection_arguments
+
+    add_selection_arguments(parser)
     parser.set_defaults(handler=_run_sample)
 
 
 def _run_sample(args) -> int:
+    from facegan.evaluation.selection import options_from_args
     from facegan.sampling import sample
 
-    paths, grid = sample(args.run, args.n, args.seed, args.truncation, args.out, not args.no_ema)
+    selection = options_from_args(args)
+    paths, grid = sample(
+        args.run, args.n, args.seed, args.truncation, args.out, not args.no_ema, selection
+    )
     print(f"wrote {len(paths)} faces to {args.out}")
     print(f"grid: {grid}")
     return 0

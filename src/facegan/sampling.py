@@ -106,14 +106,24 @@ def sample(
     truncation_psi: float,
     out: Path,
     ema: bool = True,
+    selection=None,
 ) -> tuple[list[Path], Path]:
-    """Generate ``count`` faces from ``run_dir`` (None: the bundled model) into ``out``."""
+    """Generate ``count`` faces from ``run_dir`` (None: the bundled model) into ``out``.
+
+    ``selection`` (a ``facegan.evaluation.selection.SelectionOptions``) draws a larger
+    pool and keeps the faces that pass its filters, best first.
+    """
     if count < 1:
         raise UserError(f"invalid --n {count}; use 1 or more")
     check_truncation(truncation_psi)
     run = load_run(run_dir, ema=ema)
-    latents = sample_latents(count, run.config.z_dim, seed, truncation_psi)
-    images = generate(run.generator, latents)
+    if selection is not None and selection.active:
+        from facegan.evaluation.selection import sample_with_selection
+
+        images, _ = sample_with_selection(run, count, seed, truncation_psi, selection, run_dir)
+    else:
+        latents = sample_latents(count, run.config.z_dim, seed, truncation_psi)
+        images = generate(run.generator, latents)
     paths, grid = write_samples(images, out, seed)
-    log.info("wrote %d samples from step %d of %s to %s", count, run.step, run.source, out)
+    log.info("wrote %d samples from step %d of %s to %s", len(images), run.step, run.source, out)
     return paths, grid

@@ -12,13 +12,16 @@ Kolmogorov-Smirnov statistic.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from facegan.evaluation.features import check_images, _resize_batch
+from facegan.errors import UserError
+from facegan.evaluation.features import _resize_batch, check_images
 from facegan.evaluation.metrics import ks_statistic, nearest_neighbours
 
 logger = logging.getLogger(__name__)
@@ -184,15 +187,143 @@ def novelty_report(
     return report
 
 
-def split_heldout(count: int, heldout_share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``count`` indices at random into (training, held-out).
+@dataclasses.dataclass
+class NoveltyOptions:
+    """Settings of ``facegan novelty``; the CLI flags map onto these fields one to one."""
 
-    Used when a dataset marks no held-out faces. The generator then trained on the
-    held-out part too, so a sample that copies one of those faces is matched only to the
-    training part, and copies are caught through the training part alone.
+    count: int = 1000  # generated samples
+    seed: int = 0
+    truncation_psi: float = 1.0
+    ema: bool = True
+    train_limit: int | None = None  # compare with this many training faces (default: all)
+    heldout_limit: int | None = 1000
+    random_heldout_share: float = 0.05  # used when the dataset marks no held-out faces
+    threshold: float = IDENTITY_THRESHOLD
+    batch_size: int = 64
+    pairs: int = 16  # closest pairs drawn in each picture
+
+
+def _descriptors_and_pixels(paths, resolution, cache_dir, batch_size):
+    from facegan.evaluation.evaluate import cached_real_features
+    from facegan.evaluation.realdata import load_faces
+
+    images = load_faces(paths, resolution)
+    descriptors = cached_real_features(
+        paths, resolution, "dlib", cache_dir, batch_size, images=images
+    )
+    return images, descriptors.values, pixel_vectors(images)
+
+
+def check_run_novelty(run_dir: Path, data: Path, options: NoveltyOptions) -> dict:
+    """Generate samples from ``run_dir`` and compare them with the faces of ``data``.
+
+    Writes ``RUN/novelty.json``, ``RUN/novelty-identity-pairs.png``,
+    ``RUN/novelty-pixel-pairs.png`` and ``RUN/novelty-distances.png``, and returns the
+    summary with the paths added.
     """
-    if not 0 < heldout_share < 1:
-        raise ValueError(f"heldout_share must be between 0 and 1, got {heldout_share}")
-    order = np.random.default_rng(seed).permutation(count)
-    heldout_count = max(int(round(count * heldout_share)), 1)
-    return np.sort(order[heldout_count:]), np.sort(order[:heldout_count])
+    from facegan.evaluation import plots, realdata
+    from facegan.evaluation.evaluate import CACHE_FOLDER, generate_samples
+    from facegan.evaluation.features import make_extractor
+    from facegan.sampling import load_run
+
+    if options.count < 1:
+        raise UserError(f"invalid --n {options.count}; use 1 or more")
+    run_dir = Path(run_dir)
+    out_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    run = load_run(run_dir, ema=options.ema)
+    resolution = run.config.resolution
+    samples = generate_samples(
+        run.generator, options.count, options.seed, options.truncation_psi, options.batch_size
+    )
+    splits = realdata.with_random_heldout(
+        realdata.list_splits(data), options.random_heldout_share, options.seed
+    )
+    train_paths = realdata.choose(splits.train, options.train_limit, options.seed)
+    heldout_paths = realdata.choose(splits.heldout, options.heldout_limit, options.seed)
+    cache_dir = out_dir / CACHE_FOLDER
+    train_images, train_descriptors, train_pixels = _descriptors_and_pixels(
+        train_paths, resolution, cache_dir, options.batch_size
+    )
+    _, heldout_descriptors, _ = _descriptors_and_pixels(
+        heldout_paths, resolution, cache_dir, options.batch_size
+    )
+    extracted = make_extractor("dlib").extract(samples, options.batch_size)
+    report = novelty_report(
+        extracted.values,
+        train_descriptors,
+        heldout_descriptors,
+        pixel_vectors(samples),
+        train_pixels,
+        options.threshold,
+    )
+    summary = report.summary()
+    summary.update(
+        run=str(run_dir),
+        step=run.step,
+        data=str(data),
+        training_faces=len(train_paths),
+        random_heldout=splits.random_heldout,
+        face_detection_rate=float(extracted.face_found.mean()),
+        options=dataclasses.asdict(options),
+    )
+    summary["pictures"] = {
+        "identity_pairs": str(
+            plots.closest_pairs_grid(
+                samples, train_images, report.identity_indices, report.identity_distances,
+                out_dir / "novelty-identity-pairs.png", options.pairs,
+            )
+        ),
+        "pixel_pairs": str(
+            plots.closest_pairs_grid(
+                samples, train_images, report.pixel_indices, report.pixel_distances,
+                out_dir / "novelty-pixel-pairs.png", options.pairs,
+            )
+        ),
+        "distances": str(_distance_plot(report, out_dir / "novelty-distances.png")),
+    }
+    (out_dir / "novelty.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _distance_plot(report: NoveltyReport, path: Path) -> Path:
+    from facegan.evaluation import plots
+
+    series = {"samples": report.identity_distances}
+    if len(report.heldout_identity_distances):
+        series["held-out real faces"] = report.heldout_identity_distances
+    return plots.distance_histogram(
+        series,
+        path,
+        threshold=report.threshold,
+        title="distance to the nearest training identity (dlib descriptor)",
+    )
+
+
+def format_summary(summary: dict) -> str:
+    """Lay out a novelty summary for the terminal."""
+    lines = [
+        f"{summary['samples']} samples at step {summary['step']} against "
+        f"{summary['training_faces']} training faces and {summary['heldout_faces']} held-out faces",
+        f"new identities (nearest training descriptor > {summary['identity_threshold']}): "
+        f"samples {summary['new_identity_share']:.1%}",
+    ]
+    if summary["heldout_new_identity_share"] is not None:
+        lines[-1] += f", held-out real faces {summary['heldout_new_identity_share']:.1%}"
+    comparison = summary["heldout_comparison"]
+    if comparison is not None:
+        source = "random split of DATA" if summary["random_heldout"] else "held-out faces"
+        lines.append(
+            f"median nearest-training identity distance: samples "
+            f"{comparison['sample_median']:.3f}, {source} {comparison['heldout_median']:.3f} "
+            f"(KS {comparison['ks_statistic']:.3f}, p = {comparison['ks_p_value']:.2g})"
+        )
+    lines.append(
+        f"near-exact pixel copies: {summary['pixel_copies']} "
+        f"(median pixel distance {summary['median_pixel_distance']:.3f})"
+    )
+    lines.append(f"face detection rate (dlib): {summary['face_detection_rate']:.1%}")
+    for name, path in summary["pictures"].items():
+        lines.append(f"{name.replace('_', ' ')}: {path}")
+    for message in summary["warnings"]:
+        lines.append(f"WARNING: {message}")
+    return "\n".join(lines)
