@@ -79,6 +79,7 @@ class PrepareSummary:
     found: int = 0
     resumed: int = 0
     faces_found: int = 0
+    faces_aligned: int = 0
     written: int = 0
     heldout: int = 0
     skipped: int = 0
@@ -95,6 +96,7 @@ class PrepareSummary:
             ("files found", self.found),
             ("already done", self.resumed),
             ("faces detected", self.faces_found),
+            ("faces aligned", self.faces_aligned),
             ("written", self.written),
             ("  of them held out", self.heldout),
             ("exact duplicates", self.duplicates),
@@ -330,6 +332,9 @@ class _DatasetWriter:
     def add(self, outcome: _Outcome, summary: PrepareSummary) -> list[dict]:
         """Turn one worker outcome into manifest records, writing the kept images."""
         record = outcome.record
+        if outcome.faces is not None:
+            summary.faces_found += outcome.faces.found
+            summary.faces_aligned += sum(crop.png is not None for crop in outcome.faces.crops)
         if record["status"] == "skipped" and record["reason"]:
             return [record]
         earlier = self.source_by_hash.get(record["sha256"])
@@ -339,7 +344,7 @@ class _DatasetWriter:
         record["split"] = heldout_split(record["sha256"], self.holdout)
         if outcome.faces is None:
             return [self._write_crop(record, outcome.crop)]
-        return self._write_faces(record, outcome.faces, summary)
+        return self._write_faces(record, outcome.faces)
 
     def _write_crop(self, record: dict, png: bytes) -> dict:
         relative_out = f"images/{record['sha256'][:20]}.png"
@@ -355,8 +360,7 @@ class _DatasetWriter:
         name = f"{source.stem}_{record['sha256'][:8]}_{face_index}.png"
         return (Path("images") / source.parent / name).as_posix()
 
-    def _write_faces(self, base: dict, faces: PhotoFaces, summary: PrepareSummary) -> list:
-        summary.faces_found += faces.found
+    def _write_faces(self, base: dict, faces: PhotoFaces) -> list:
         if not faces.crops:
             return [dict(base, reason=self._no_face_reason(faces), faces_found=faces.found)]
         records = []
