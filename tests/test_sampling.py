@@ -79,3 +79,24 @@ def test_cli_missing_run(tmp_path, capsys):
     code = main(["sample", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_bundled_model_samples(tmp_path):
+    paths, grid = sample(None, 4, seed=0, truncation_psi=1.0, out=tmp_path / "a")
+    again, _ = sample(None, 4, seed=0, truncation_psi=1.0, out=tmp_path / "b")
+    images = [np.asarray(Image.open(path)) for path in paths]
+    assert images[0].shape == (64, 64, 3)
+    assert not np.array_equal(images[0], images[1])
+    assert paths[0].read_bytes() == again[0].read_bytes()
+    assert grid.exists()
+
+
+def test_bundled_model_card():
+    from facegan.pretrained import DEFAULT_MODEL, load_bundled
+
+    generator, config, card = load_bundled(DEFAULT_MODEL)
+    for key in ("data", "command", "step", "images_seen", "training_seconds", "config"):
+        assert key in card
+    assert config.resolution == 64
+    size_mb = sum(p.numel() * 2 for p in generator.parameters()) / 1e6
+    assert size_mb < 20
