@@ -6,8 +6,8 @@ Usage::
                                   [--repeat 1] [--grid docs/images/aligned_photos.png]
 
 Each round runs prepare on the photo folder once with 1 worker and once with N workers
-(default: all cores), each into a fresh temporary folder, and the best round of each is
-kept, because other jobs on a shared machine only ever slow a run down. ``--repeat R``
+(default: all cores), each into a fresh temporary folder. The best round of each is kept,
+because other jobs on a shared machine only ever slow a run down. ``--repeat R``
 links every photo R times under different names: the copies are exact duplicates, so only
 the first is written, but every copy is decoded, detected and aligned, which gives the
 workers more photos to share. The figures replace the section between the
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def link_photos(photos: Path, folder: Path, repeat: int) -> Path:
-    """Return a folder that holds ``repeat`` symbolic links to every photo."""
+    """Return a folder that contains ``repeat`` symbolic links to every photo."""
     if repeat == 1:
         return photos
     for copy in range(repeat):

@@ -38,8 +38,10 @@ def test_astronaut_one_face():
     assert detection.found == 1
     left, top, right, bottom = detection.faces[0].box
     # Her face spans roughly x 175-265, y 76-166 in the 512x512 photo.
-    assert 150 < left < 200 and 240 < right < 290
-    assert 50 < top < 100 and 140 < bottom < 190
+    assert 150 < left < 200
+    assert 240 < right < 290
+    assert 50 < top < 100
+    assert 140 < bottom < 190
 
 
 def test_threshold_rejects_false_box():
@@ -84,7 +86,8 @@ def test_detect_size_maps_boxes_back():
     large = np.asarray(astronaut().resize((1536, 1536), Image.Resampling.LANCZOS))
     full = detect.detect_faces(large, detect.DetectOptions(detect_size=1536, upsample=0))
     scaled = detect.detect_faces(large, detect.DetectOptions(detect_size=512, upsample=0))
-    assert len(full) == 1 and len(scaled) == 1
+    assert len(full) == 1
+    assert len(scaled) == 1
     # Detection at a third of the size lands within a few percent of the face width.
     tolerance = 0.1 * full[0].side
     assert np.abs(np.subtract(full[0].box, scaled[0].box)).max() < tolerance
@@ -114,8 +117,10 @@ def test_landmarks_inside_box():
         assert landmarks.shape == (points, 2)
         left, top, right, bottom = face.box
         margin = 0.3 * face.side
-        assert (landmarks[:, 0] > left - margin).all() and (landmarks[:, 0] < right + margin).all()
-        assert (landmarks[:, 1] > top - margin).all() and (landmarks[:, 1] < bottom + margin).all()
+        assert (landmarks[:, 0] > left - margin).all()
+        assert (landmarks[:, 0] < right + margin).all()
+        assert (landmarks[:, 1] > top - margin).all()
+        assert (landmarks[:, 1] < bottom + margin).all()
 
 
 def test_descriptor_shape():

@@ -1,8 +1,8 @@
 """Find exact and near-duplicate faces: a SHA-256 of the source bytes and a DCT perceptual hash.
 
 The perceptual hash (pHash) keeps the signs of the lowest 2-D DCT frequencies of a small
-greyscale copy, so re-encoding, resizing, slight blur or a colour shift of the same photo
-change only a few bits, while two different photos differ in about half of them.
+greyscale copy. Re-encoding, resizing or slightly blurring a photo changes only a few
+bits, while two different photos differ in about half of them.
 It is computed on the aligned face, so the same face cropped out of two different
 framings of one photo still matches.
 """
@@ -23,7 +23,7 @@ HASH_BITS = HASH_SIDE * HASH_SIDE
 
 @functools.lru_cache(maxsize=None)
 def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix: row k holds the k-th cosine basis over n samples."""
+    """Orthonormal DCT-II matrix: row k contains the k-th cosine basis over n samples."""
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
     matrix = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
@@ -34,7 +34,7 @@ def _dct_matrix(n: int) -> np.ndarray:
 def perceptual_hash(image: np.ndarray) -> np.ndarray:
     """Compute the pHash of an HxWx3 or HxW uint8 image as HASH_BITS/8 packed uint8 bytes.
 
-    Each bit says whether one low-frequency DCT coefficient is above the median of those
+    Each bit records whether one low-frequency DCT coefficient is above the median of those
     coefficients. The DC term takes part in the hash but not in the median, because it
     only measures overall brightness and would shift the median.
     """

@@ -52,7 +52,7 @@ class DescriptorStore:
         stored = (self.path.stat().st_size - _HEADER_BYTES) // _ROW_BYTES
         if stored < rows:
             raise UserError(
-                f"{self.path} holds {stored} descriptors but the manifest refers to {rows}; "
+                f"{self.path} contains {stored} descriptors but the manifest refers to {rows}; "
                 "prepare into a new output folder"
             )
         if stored > rows:

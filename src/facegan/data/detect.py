@@ -1,9 +1,8 @@
 """Find faces in a photo with dlib, pick which to keep, and read their landmarks.
 
 Detection runs dlib's HOG frontal face detector on a greyscale copy of the photo scaled
-down to at most ``detect_size`` pixels on its longer side, because the detector's cost grows
-with the pixel count while faces that matter for a dataset stay well above its 80-pixel
-window. Landmarks and descriptors are then computed on the full-resolution photo.
+down to at most ``detect_size`` pixels on its longer side. The detector's cost grows with
+the pixel count, while faces that matter for a dataset stay well above its 80-pixel window. Landmarks and descriptors are then computed on the full-resolution photo.
 """
 
 from __future__ import annotations
@@ -92,8 +91,8 @@ def detect_faces(image: np.ndarray, options: DetectOptions) -> list[FaceBox]:
 
     Boxes are in source pixel coordinates, sorted by area (largest first, ties broken by
     score). Under the ``largest`` rule the detector first runs without upsampling, which
-    finds every face of 80 px or more (in the detection copy) at a quarter of the cost,
-    and upsamples only when that finds no face of at least ``min_face``. Upsampled
+    finds every face of 80 px or more (in the detection copy) at a quarter of the cost.
+    It upsamples only when that pass finds no face of at least ``min_face``. Upsampled
     passes also produce more large false boxes, which the ``largest`` rule would favour.
     """
     grey, scale = _detection_copy(image, options.detect_size)

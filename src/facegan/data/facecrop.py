@@ -62,7 +62,7 @@ class FaceCrop:
     reason: str | None = None
 
     def geometry(self) -> dict:
-        """The manifest fields that describe where the face came from."""
+        """Return the manifest fields that describe where the face came from."""
         return {
             "face_index": self.face_index,
             "score": round(self.score, 4),
@@ -76,7 +76,7 @@ class FaceCrop:
 
 @dataclasses.dataclass
 class PhotoFaces:
-    """What the detector found in one photo and the crops of the chosen faces."""
+    """Detector counts for one photo and the crops of its chosen faces."""
 
     found: int
     too_small: int
@@ -97,7 +97,7 @@ def _encode_png(pixels: np.ndarray) -> bytes:
 def crop_face(
     image: np.ndarray, face: detect.FaceBox, index: int, size: int, options: AlignOptions
 ) -> FaceCrop:
-    """Align one detected face, or return a FaceCrop whose ``reason`` says why it was rejected."""
+    """Align one detected face, or return a FaceCrop whose ``reason`` explains the rejection."""
     landmarks = detect.predict_landmarks(image, face.box, options.detect.landmarks)
     aligned = align.align_face(image, landmarks, size)
     crop = FaceCrop(

@@ -14,7 +14,7 @@ Layout of a prepared dataset::
     OUT/report.txt         every skipped or duplicate file or face with the reason
     OUT/images.zip         the training split as an uncompressed ZIP (with ``make_zip``)
 
-Every record holds ``source`` (path relative to SRC), ``source_size`` and
+Every record contains ``source`` (path relative to SRC), ``source_size`` and
 ``source_mtime`` (used to resume), ``sha256`` of the source bytes, ``status``
 (``written``, ``skipped`` or ``duplicate``), ``reason`` (why it was not written),
 ``path`` (relative to OUT), ``size`` and ``split`` (``train`` or ``heldout``, from the
