@@ -2,8 +2,8 @@
 
 Run from the repository root: ``python bench/bench_train.py``. It writes its section of
 docs/benchmarks.md. The baseline is the textbook PyTorch DCGAN step at the same widths
-and batch size (fp32, NCHW memory layout, no autocast); the preset's step differs only in
-bf16 autocast and channels-last layout. Rounds of the two alternate, and the reported rate
+and batch size, in fp32 with the NCHW memory layout and no autocast. The preset's step
+differs only in bf16 autocast and the channels-last layout. Rounds of the two alternate, and the reported rate
 is the median over rounds, so that load from other processes hits both sides alike.
 """
 
@@ -29,7 +29,7 @@ from facegan.training.loop import Trainer  # noqa: E402
 
 
 def baseline_networks(z_dim: int, width: int) -> tuple[nn.Module, nn.Module]:
-    """The DCGAN pair at 64x64 as the PyTorch examples write it, with ``width`` channels."""
+    """Build the 64x64 DCGAN pair in the PyTorch examples' layout, ``width`` channels wide."""
     generator = nn.Sequential(
         nn.ConvTranspose2d(z_dim, width * 8, 4, 1, 0, bias=False),
         nn.BatchNorm2d(width * 8), nn.ReLU(True),
