@@ -15,7 +15,8 @@ from facegan.data.dataset import load_images
 from facegan.data.descriptors import DescriptorStore
 from facegan.data.detect import DetectOptions
 from facegan.data.facecrop import AlignOptions
-from facegan.data.prepare import heldout_split, prepare, read_manifest
+from facegan.data.dataset_writer import heldout_split
+from facegan.data.prepare import prepare, read_manifest
 from tests.conftest import SHARED_DATA, astronaut
 
 PHOTOS = SHARED_DATA / "photos"
