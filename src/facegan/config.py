@@ -20,15 +20,21 @@ from facegan.errors import UserError
 
 # Allowed values of the choice fields. Validation and --help both read this table.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "architecture": ("dcgan",),
-    "loss": ("nonsaturating",),
+    "architecture": ("dcgan", "resnet", "fastgan", "stylegan", "projected"),
+    "loss": ("nonsaturating", "hinge", "least-squares", "wgan-gp", "rpgan"),
     "precision": ("bf16", "fp32"),
 }
+
+# DiffAugment operations accepted in --diffaugment (Zhao et al. 2020).
+AUGMENT_OPERATIONS = ("color", "translation", "cutout")
+
+# Losses that compare D's output with a target, so one-sided label smoothing applies.
+SMOOTHABLE_LOSSES = ("nonsaturating", "least-squares")
 
 # Fields that may change when a run is resumed: they control how long and how often,
 # not what is trained.
 RESUMABLE_FIELDS = frozenset(
-    {"steps", "minutes", "log_every", "sample_every", "checkpoint_every", "threads"}
+    {"steps", "minutes", "log_every", "sample_every", "checkpoint_every", "threads", "nan_retries"}
 )
 
 POWERS_OF_TWO = (32, 64, 128, 256, 512, 1024)
@@ -63,6 +69,39 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints
     grid_size: int = 64  # images in each sample grid (fixed latents)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    # Architecture details.
+    spectral_norm: bool = False  # spectral norm on D's layers (resnet, fastgan, projected: always)
+    minibatch_std: bool = False  # append the minibatch standard deviation before D's head
+    minibatch_discrimination: int = 0  # minibatch discrimination kernels in D's head (0: off)
+    mapping_layers: int = 4  # stylegan: layers of the z -> w mapping network
+    noise_inputs: bool = True  # stylegan: per-pixel noise inputs in the synthesis network
+    style_mixing: float = 0.9  # stylegan: probability of mixing two w's in a training batch
+    w_avg_beta: float = 0.995  # stylegan: decay of the tracked mean w used for truncation
+    # Losses and regularisers.
+    r1_gamma: float = 0.0  # R1 penalty weight on real images (0: off)
+    r2_gamma: float = 0.0  # R2 penalty weight on generated images (0: off)
+    r1_every: int = 1  # lazy regularisation: apply R1/R2 every k D steps, scaled by k
+    gp_weight: float = 10.0  # wgan-gp: gradient penalty weight lambda
+    reconstruction_weight: float = 1.0  # fastgan: weight of D's reconstruction loss on reals
+    # Improved-GAN techniques (Salimans et al. 2016) and instance noise.
+    feature_matching: float = 0.0  # weight of the feature-matching term in G's loss (0: off)
+    label_smoothing: float = 0.0  # one-sided: real target 1 - this (nonsaturating, least-squares)
+    historical_averaging: float = 0.0  # weight of the historical-averaging penalty (0: off)
+    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at step 0, fading to 0
+    instance_noise_steps: int = 5000  # steps over which the instance noise fades linearly
+    # Augmentation.
+    diffaugment: str = ""  # comma-separated DiffAugment ops: color, translation, cutout
+    ada_target: float = 0.0  # adaptive augmentation target for E[sign(D(real))] (0: p fixed 1)
+    ada_kimg: float = 100.0  # thousands of images for the ADA probability to move by 1
+    ada_interval: int = 4  # steps between ADA probability updates
+    # Training schedule.
+    d_steps: int = 1  # discriminator updates per generator update
+    d_skip_accuracy: float = 0.0  # skip D's update when its batch accuracy exceeds this (0: off)
+    accumulate: int = 1  # batches whose gradients are summed per update
+    ema_rampup: float = 0.0  # cap the EMA half-life at this fraction of images seen (0: off)
+    # Recovery from non-finite losses.
+    nan_retries: int = 3  # roll back and retry this many times on NaN/inf (0: stop at once)
+    nan_lr_factor: float = 0.5  # multiply both learning rates by this after each rollback
 
     def validate(self) -> None:
         """Raise UserError naming the first invalid option and its allowed values."""
@@ -90,10 +129,56 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use [0, 1)")
+        self._validate_techniques()
         if self.minutes < 0:
             raise UserError(f"invalid --minutes {self.minutes}; use 0 (no limit) or more")
         if self.threads < 0:
             raise UserError(f"invalid --threads {self.threads}; use 0 (default) or more")
+
+    def _validate_techniques(self) -> None:
+        """Check the fields of the architecture, regularisation and recovery options."""
+        for name in ("mapping_layers", "r1_every", "instance_noise_steps", "ada_interval",
+                     "d_steps", "accumulate"):
+            if getattr(self, name) < 1:
+                raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use 1 or more")
+        non_negative = (
+            "minibatch_discrimination r1_gamma r2_gamma gp_weight reconstruction_weight "
+            "feature_matching historical_averaging instance_noise ema_rampup nan_retries"
+        )
+        for name in non_negative.split():
+            if getattr(self, name) < 0:
+                raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use 0 or more")
+        for name in ("style_mixing", "d_skip_accuracy", "ada_target"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use [0, 1]")
+        for name in ("w_avg_beta", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use [0, 1)")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise UserError(f"invalid --nan-lr-factor {self.nan_lr_factor}; use 0 < factor <= 1")
+        if self.ada_kimg <= 0:
+            raise UserError(f"invalid --ada-kimg {self.ada_kimg}; use a value above 0")
+        for operation in self.augment_operations():
+            if operation not in AUGMENT_OPERATIONS:
+                raise UserError(
+                    f"invalid --diffaugment operation {operation!r}; allowed values: "
+                    f"{', '.join(AUGMENT_OPERATIONS)} (comma-separated)"
+                )
+        if self.ada_target > 0 and not self.augment_operations():
+            raise UserError("--ada-target needs --diffaugment operations to apply; e.g. "
+                            "--diffaugment color,translation,cutout")
+        if self.label_smoothing > 0 and self.loss not in SMOOTHABLE_LOSSES:
+            raise UserError(
+                f"invalid --label-smoothing {self.label_smoothing} with --loss {self.loss}; "
+                f"label smoothing needs one of: {', '.join(SMOOTHABLE_LOSSES)}"
+            )
+        if self.resolution < 32 and self.architecture != "dcgan":
+            raise UserError(f"invalid --resolution {self.resolution} for --architecture "
+                            f"{self.architecture}; use 32 or more")
+
+    def augment_operations(self) -> list[str]:
+        """Return the DiffAugment operations named in ``diffaugment``, in order."""
+        return [op.strip() for op in self.diffaugment.split(",") if op.strip()]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

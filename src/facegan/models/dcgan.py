@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from facegan.models.layers import DiscriminatorHead, DiscriminatorOutput
+
 
 def _channels(width: int, blocks: int, max_channels: int) -> list[int]:
     """Channels per block from the 4x4 end: width * 2**(blocks-1), ..., width."""
@@ -57,9 +59,22 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Map images (N, 3, R, R) to real/fake logits of shape (N,)."""
+    """Map images (N, 3, R, R) to real/fake logits of shape (N,).
 
-    def __init__(self, resolution: int, width: int, max_channels: int = 512):
+    With ``minibatch_std`` or ``discrimination_kernels`` the last convolution is replaced
+    by a :class:`DiscriminatorHead` that holds those layers; ``sn`` wraps every
+    convolution in spectral norm. With none of them the layers are the paper's.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        width: int,
+        max_channels: int = 512,
+        minibatch_std: bool = False,
+        discrimination_kernels: int = 0,
+        sn: bool = False,
+    ):
         super().__init__()
         self.resolution = resolution
         blocks = int(math.log2(resolution)) - 2  # downsamplings to 4x4
@@ -74,12 +89,29 @@ class Discriminator(nn.Module):
                 nn.BatchNorm2d(c_out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-        layers.append(nn.Conv2d(channels[-1], 1, 4, 1, 0, bias=False))
+        self.head = None
+        if minibatch_std or discrimination_kernels:
+            self.head = DiscriminatorHead(channels[-1], minibatch_std, discrimination_kernels, sn)
+        else:
+            layers.append(nn.Conv2d(channels[-1], 1, 4, 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        self.net.apply(_init_weights)
+        if sn:
+            for index, layer in enumerate(self.net):
+                if isinstance(layer, nn.Conv2d):
+                    self.net[index] = nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_parts(images).logits
+
+    def forward_parts(self, images: torch.Tensor, reconstruct: bool = False) -> DiscriminatorOutput:
+        """Return logits and the 4x4 features before the last layer; DCGAN has no decoder."""
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
         )
-        return self.net(images).flatten()
+        if self.head is not None:
+            logits, features = self.head(self.net(images))
+            return DiscriminatorOutput(logits, features)
+        trunk = self.net[:-1](images)
+        logits = self.net[-1](trunk).flatten()
+        return DiscriminatorOutput(logits, trunk.flatten(1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -33,3 +34,16 @@ def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
     if not warmup:
         return decay
     return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_decay_with_rampup(decay: float, rampup: float, batch_size: int, images_seen: int) -> float:
+    """Return ``decay`` with its half-life capped at ``rampup`` times the images seen.
+
+    Karras et al. 2020 ramp the EMA up this way, so that the average does not remember
+    the random initial weights for long. ``rampup=0`` returns ``decay`` unchanged.
+    """
+    if rampup <= 0 or decay <= 0:
+        return decay
+    half_life_images = batch_size * math.log(0.5) / math.log(decay)
+    half_life_images = min(half_life_images, max(images_seen, batch_size) * rampup)
+    return 0.5 ** (batch_size / half_life_images)

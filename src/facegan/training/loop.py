@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -29,18 +28,21 @@ from facegan.data.dataset import BatchSampler, load_images
 from facegan.errors import UserError
 from facegan.images import make_grid, save_png, to_uint8
 from facegan.models import build_models
-from facegan.training import losses
+from facegan.training import steps
+from facegan.training.augment import Augmenter
 from facegan.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from facegan.training.ema import ema_decay_at, make_ema, update_ema
+from facegan.training.ema import ema_decay_at, ema_decay_with_rampup, make_ema, update_ema
+from facegan.training.recovery import Recovery
+from facegan.training.techniques import HistoricalAverage
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
 class TrainResult:
-    """Where a training call stopped and what it wrote."""
+    """Outcome of a training call: the step it stopped at and the files it wrote."""
 
     step: int
     images_seen: int
@@ -121,13 +123,26 @@ class Trainer:
         betas = (config.adam_beta1, config.adam_beta2)
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.g_lr, betas=betas)
         self.d_optimizer = torch.optim.Adam(
-            self.discriminator.parameters(), config.d_lr, betas=betas
+            [p for p in self.discriminator.parameters() if p.requires_grad],
+            config.d_lr,
+            betas=betas,
         )
         self.sampler = BatchSampler(images, config.batch_size, config.x_flip, config.seed + 1)
         self.latent_rng = torch.Generator().manual_seed(config.seed + 2)
         fixed_rng = torch.Generator().manual_seed(config.seed + 3)
         self.fixed_latents = torch.randn(config.grid_size, config.z_dim, generator=fixed_rng)
+        self.augmenter = Augmenter(
+            config.augment_operations(), config.ada_target, config.ada_kimg,
+            config.ada_interval, config.batch_size,
+        )
+        self.history_g = self.history_d = None
+        if config.historical_averaging > 0:
+            self.history_g = HistoricalAverage(self.generator)
+            self.history_d = HistoricalAverage(self.discriminator)
+        self.recovery = Recovery(config.nan_retries, config.nan_lr_factor)
+        self.last_real = self.last_fake = None
         self.step = 0
+        self.d_updates = 0
         self.images_seen = 0
         self.seconds = 0.0
 
@@ -136,44 +151,32 @@ class Trainer:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def next_real(self) -> torch.Tensor:
+        """Return the next batch of real images (NCHW in [-1, 1]) and count it as seen."""
+        self.images_seen += self.config.batch_size
+        return self.sampler.next().contiguous(memory_format=self.memory_format)
+
+    def next_latents(self) -> torch.Tensor:
+        return torch.randn(self.config.batch_size, self.config.z_dim, generator=self.latent_rng)
+
     def train_step(self) -> dict[str, float]:
-        """Run one discriminator and one generator update; return the step's losses."""
+        """Run ``d_steps`` discriminator updates and one generator update; return their terms.
+
+        ``images_seen`` counts the real images shown to D.
+        """
         config = self.config
-        real = self.sampler.next().contiguous(memory_format=self.memory_format)
-        z = torch.randn(config.batch_size, config.z_dim, generator=self.latent_rng)
-
-        with self.autocast():
-            fake = self.generator(z)
-            real_logits = self.discriminator(real)
-            fake_logits = self.discriminator(fake.detach())
-        d_loss = losses.nonsaturating_d_loss(real_logits, fake_logits)
-        # Checked before the update, so that a bad batch never reaches the weights.
-        _check_finite({"loss_d": d_loss.item()}, self.step + 1)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
-
-        with self.autocast():
-            fake_logits_for_g = self.discriminator(fake)
-        g_loss = losses.nonsaturating_g_loss(fake_logits_for_g)
-        _check_finite({"loss_g": g_loss.item()}, self.step + 1)
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.g_optimizer.step()
-
-        update_ema(
-            self.generator_ema,
-            self.generator,
-            ema_decay_at(self.step, config.ema_decay, config.ema_warmup),
-        )
+        values: dict[str, float] = {}
+        for _ in range(config.d_steps):
+            values.update(steps.discriminator_update(self))
+        values.update(steps.generator_update(self))
+        decay = ema_decay_at(self.step, config.ema_decay, config.ema_warmup)
+        decay = ema_decay_with_rampup(decay, config.ema_rampup, config.batch_size,
+                                      self.images_seen)
+        update_ema(self.generator_ema, self.generator, decay)
         self.step += 1
-        self.images_seen += config.batch_size
-        return {
-            "loss_g": g_loss.item(),
-            "loss_d": d_loss.item(),
-            "d_real": real_logits.float().mean().item(),
-            "d_fake": fake_logits.float().mean().item(),
-        }
+        if self.augmenter.enabled:
+            values["augment_p"] = self.augmenter.p
+        return values
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
@@ -190,6 +193,9 @@ class Trainer:
         return path
 
     def state_dict(self) -> dict:
+        history = None
+        if self.history_g is not None:
+            history = {"g": self.history_g.state_dict(), "d": self.history_d.state_dict()}
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
@@ -205,6 +211,10 @@ class Trainer:
             "latent_rng": self.latent_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "fixed_latents": self.fixed_latents,
+            "d_updates": self.d_updates,
+            "augment": self.augmenter.state_dict(),
+            "historical_average": history,
+            "recovery": self.recovery.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -220,10 +230,22 @@ class Trainer:
         self.step = state["step"]
         self.images_seen = state["images_seen"]
         self.seconds = state["seconds"]
+        # Checkpoints of format 1 predate the fields below; their defaults match.
+        self.d_updates = state.get("d_updates", self.step)
+        if "augment" in state:
+            self.augmenter.load_state_dict(state["augment"])
+        if state.get("historical_average") and self.history_g is not None:
+            self.history_g.load_state_dict(state["historical_average"]["g"])
+            self.history_d.load_state_dict(state["historical_average"]["d"])
+        if "recovery" in state:
+            self.recovery.load_state_dict(state["recovery"])
+        self.recovery.apply_lr_scale(self)
 
     def save(self) -> Path:
         path = self.run_dir / CHECKPOINT_NAME
-        save_checkpoint(self.state_dict(), path)
+        state = self.state_dict()
+        save_checkpoint(state, path)
+        self.recovery.remember(state)
         log.info("checkpoint at step %d: %s", self.step, path)
         return path
 
@@ -247,12 +269,15 @@ class _StatsWindow:
 
     def __init__(self):
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
         self.started = time.perf_counter()
 
     def add(self, values: dict[str, float]) -> None:
+        # Lazy terms (R1 every k steps) appear in some steps only: average over those.
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
 
     def flush(self, trainer: Trainer) -> dict:
@@ -261,20 +286,16 @@ class _StatsWindow:
             "step": trainer.step,
             "kimg": round(trainer.images_seen / 1000, 3),
             "seconds": round(trainer.seconds, 2),
-            **{key: round(total / self.count, 5) for key, total in self.sums.items()},
-            "images_per_second": round(self.count * trainer.config.batch_size / elapsed, 2),
+            **{key: round(total / self.counts[key], 5) for key, total in self.sums.items()},
+            "images_per_second": round(self.count * _images_per_step(trainer.config) / elapsed, 2),
         }
         self.__init__()
         return record
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
-    bad = [name for name, value in values.items() if not math.isfinite(value)]
-    if bad:
-        raise FloatingPointError(
-            f"non-finite {', '.join(bad)} at step {step}; lower --g-lr/--d-lr or resume "
-            "from the last checkpoint"
-        )
+def _images_per_step(config: TrainConfig) -> int:
+    """Real images D sees in one step: a batch per accumulated pass per D update."""
+    return config.batch_size * config.accumulate * config.d_steps
 
 
 def train(data: Path, run_dir: Path, config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -294,6 +315,7 @@ def train(data: Path, run_dir: Path, config: TrainConfig, resume: bool = False) 
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
         log.info("resumed %s at step %d", run_dir, trainer.step)
+    trainer.recovery.remember(trainer.state_dict())
     save_config(config, run_dir / "config.json")
     stats_path = run_dir / "stats.jsonl"
     _truncate_stats(stats_path, trainer.step)
@@ -307,7 +329,7 @@ def _time_up(trainer: Trainer) -> bool:
 def _estimated_total_steps(trainer: Trainer, record: dict) -> int:
     """Estimate the step at which the --minutes limit stops the run, for the bar's ETA."""
     seconds_left = trainer.config.minutes * 60 - trainer.seconds
-    steps_per_second = record["images_per_second"] / trainer.config.batch_size
+    steps_per_second = record["images_per_second"] / _images_per_step(trainer.config)
     estimate = trainer.step + max(0, int(seconds_left * steps_per_second))
     return min(trainer.config.steps, estimate)
 
@@ -323,7 +345,14 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
     with _StopRequest() as stop, open(stats_path, "a") as stats_file:
         while trainer.step < config.steps and not _time_up(trainer) and not stop.requested:
             started = time.perf_counter()
-            values = trainer.train_step()
+            try:
+                values = trainer.train_step()
+            except FloatingPointError as error:
+                trainer.recovery.roll_back(trainer, error)
+                trainer.seconds += time.perf_counter() - started
+                progress.n = trainer.step
+                window = _StatsWindow()
+                continue
             trainer.seconds += time.perf_counter() - started
             window.add(values)
             progress.update(1)
