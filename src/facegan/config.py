@@ -28,6 +28,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # DiffAugment operations accepted in --diffaugment (Zhao et al. 2020).
 AUGMENT_OPERATIONS = ("color", "translation", "cutout")
 
+# Architectures whose networks can grow progressively.
+PROGRESSIVE_ARCHITECTURES = ("dcgan", "resnet")
+
 # Losses that compare D's output with a target, so one-sided label smoothing applies.
 SMOOTHABLE_LOSSES = ("nonsaturating", "least-squares")
 
@@ -98,6 +101,8 @@ class TrainConfig:
     d_steps: int = 1  # discriminator updates per generator update
     d_skip_accuracy: float = 0.0  # skip D's update when its batch accuracy exceeds this (0: off)
     accumulate: int = 1  # batches whose gradients are summed per update
+    progressive: bool = False  # progressive growing from 8x8 with fade-in (dcgan, resnet)
+    progressive_kimg: float = 50.0  # thousands of real images per fade-in or stable phase
     ema_rampup: float = 0.0  # cap the EMA half-life at this fraction of images seen (0: off)
     # Recovery from non-finite losses.
     nan_retries: int = 3  # roll back and retry this many times on NaN/inf (0: stop at once)
@@ -156,6 +161,16 @@ class TrainConfig:
                 raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use [0, 1)")
         if not 0 < self.nan_lr_factor <= 1:
             raise UserError(f"invalid --nan-lr-factor {self.nan_lr_factor}; use 0 < factor <= 1")
+        if self.progressive and self.architecture not in PROGRESSIVE_ARCHITECTURES:
+            raise UserError(
+                f"invalid --progressive with --architecture {self.architecture}; progressive "
+                f"growing needs one of: {', '.join(PROGRESSIVE_ARCHITECTURES)}"
+            )
+        if self.progressive_kimg <= 0:
+            raise UserError(f"invalid --progressive-kimg {self.progressive_kimg}; use above 0")
+        if self.minibatch_discrimination and self.architecture == "projected":
+            raise UserError("invalid --minibatch-discrimination with --architecture projected; "
+                            "use 0 (the projected discriminator has no shared head)")
         if self.ada_kimg <= 0:
             raise UserError(f"invalid --ada-kimg {self.ada_kimg}; use a value above 0")
         for operation in self.augment_operations():

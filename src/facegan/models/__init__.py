@@ -18,9 +18,9 @@ def build_generator(config: TrainConfig) -> nn.Module:
     """Return a fresh generator for ``config.architecture``."""
     args = (config.z_dim, config.resolution, config.g_channels, config.max_channels)
     if config.architecture == "dcgan":
-        return dcgan.Generator(*args)
+        return dcgan.Generator(*args, progressive=config.progressive)
     if config.architecture == "resnet":
-        return resnet.Generator(*args)
+        return resnet.Generator(*args, progressive=config.progressive)
     if config.architecture in ("fastgan", "projected"):
         return fastgan.Generator(*args)
     if config.architecture == "stylegan":
@@ -39,9 +39,11 @@ def build_discriminator(config: TrainConfig) -> nn.Module:
     args = (config.resolution, config.d_channels, config.max_channels)
     mbstd, kernels = config.minibatch_std, config.minibatch_discrimination
     if config.architecture == "dcgan":
-        return dcgan.Discriminator(*args, mbstd, kernels, config.spectral_norm)
+        return dcgan.Discriminator(
+            *args, mbstd, kernels, config.spectral_norm, progressive=config.progressive
+        )
     if config.architecture == "resnet":
-        return resnet.Discriminator(*args, mbstd, kernels, sn=True)
+        return resnet.Discriminator(*args, mbstd, kernels, sn=True, progressive=config.progressive)
     if config.architecture == "stylegan":
         # StyleGAN2's discriminator always has the minibatch standard-deviation layer.
         return resnet.Discriminator(*args, True, kernels, sn=config.spectral_norm)

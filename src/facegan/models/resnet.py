@@ -19,6 +19,7 @@ from facegan.models.layers import (
     channels_for,
     spectral,
 )
+from facegan.models.progressive import ProgressiveStage, blend_rgb, shrink
 
 
 class GeneratorBlock(nn.Module):
@@ -37,10 +38,15 @@ class GeneratorBlock(nn.Module):
         return h + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class Generator(nn.Module):
-    """Map latents (N, z_dim) to images (N, 3, R, R) in [-1, 1] through residual blocks."""
+class Generator(ProgressiveStage):
+    """Map latents (N, z_dim) to images (N, 3, R, R) in [-1, 1] through residual blocks.
 
-    def __init__(self, z_dim: int, resolution: int, width: int, max_channels: int = 512):
+    With ``progressive`` it also has an RGB output per resolution below R and renders
+    at the stage set by :meth:`set_stage` (see :mod:`facegan.models.progressive`).
+    """
+
+    def __init__(self, z_dim: int, resolution: int, width: int, max_channels: int = 512,
+                 progressive: bool = False):
         super().__init__()
         self.z_dim, self.resolution = z_dim, resolution
         channels = channels_for(resolution, width, max_channels)
@@ -56,13 +62,36 @@ class Generator(nn.Module):
             nn.Conv2d(channels[resolution], 3, 3, padding=1),
             nn.Tanh(),
         )
+        self.progressive = progressive
+        if progressive:
+            self.init_stage(resolution)
+            self.to_rgb_at = nn.ModuleDict({
+                str(size): nn.Sequential(nn.Conv2d(channels[size], 3, 1), nn.Tanh())
+                for size in sizes[:-1]
+            })
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {z.shape}"
         x = self.dense(z).view(-1, self.start_channels, 4, 4)
+        if self.progressive:
+            return self._forward_stage(x)
         for block in self.blocks:
             x = block(x)
         return self.to_rgb(x)
+
+    def _forward_stage(self, x: torch.Tensor) -> torch.Tensor:
+        size, alpha = self.stage()
+        maps, current = {4: x}, 4
+        for block in self.blocks:
+            if current >= size:
+                break
+            x = block(x)
+            current *= 2
+            maps[current] = x
+        return blend_rgb(maps, self._rgb, size, alpha, self.resolution)
+
+    def _rgb(self, size: int, x: torch.Tensor) -> torch.Tensor:
+        return self.to_rgb(x) if size == self.resolution else self.to_rgb_at[str(size)](x)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -84,8 +113,12 @@ class DiscriminatorBlock(nn.Module):
         return F.avg_pool2d(h, 2) + F.avg_pool2d(self.shortcut(x), 2)
 
 
-class Discriminator(nn.Module):
-    """Map images (N, 3, R, R) to logits (N,) through residual blocks down to 4x4."""
+class Discriminator(ProgressiveStage):
+    """Map images (N, 3, R, R) to logits (N,) through residual blocks down to 4x4.
+
+    With ``progressive`` it has a 1x1 input convolution per resolution below R and reads
+    its input at the stage set by :meth:`set_stage`.
+    """
 
     def __init__(
         self,
@@ -95,6 +128,7 @@ class Discriminator(nn.Module):
         minibatch_std: bool = False,
         discrimination_kernels: int = 0,
         sn: bool = True,
+        progressive: bool = False,
     ):
         super().__init__()
         self.resolution = resolution
@@ -107,6 +141,14 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         last = channels[8] if resolution > 4 else channels[4]
         self.head = DiscriminatorHead(last, minibatch_std, discrimination_kernels, sn)
+        self.progressive = progressive
+        if progressive:
+            self.init_stage(resolution)
+            # The block that reads a size x size map expects channels[2 * size] channels.
+            self.from_rgb = nn.ModuleDict({
+                str(size): spectral(nn.Conv2d(3, channels[size * 2], 1), sn)
+                for size in sizes[1:-1]
+            })
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images).logits
@@ -115,5 +157,16 @@ class Discriminator(nn.Module):
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
         )
-        logits, features = self.head(F.relu(self.blocks(images)))
+        x = self._trunk_stage(images) if self.progressive else self.blocks(images)
+        logits, features = self.head(F.relu(x))
         return DiscriminatorOutput(logits, features)
+
+    def _trunk_stage(self, images: torch.Tensor) -> torch.Tensor:
+        size, alpha = self.stage()
+        first = self.resolution.bit_length() - size.bit_length()  # index of the block reading size
+        x = shrink(images, size)
+        h = self.blocks[first](x if first == 0 else self.from_rgb[str(size)](x))
+        if alpha < 1.0:
+            previous = self.from_rgb[str(size // 2)](shrink(x, size // 2))
+            h = previous.lerp(h, alpha)
+        return self.blocks[first + 1:](h)

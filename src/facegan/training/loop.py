@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from facegan.data.dataset import BatchSampler, load_images
 from facegan.errors import UserError
 from facegan.images import make_grid, save_png, to_uint8
 from facegan.models import build_models
+from facegan.models.progressive import stage_at
 from facegan.training import steps
 from facegan.training.augment import Augmenter
 from facegan.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -166,6 +168,8 @@ class Trainer:
         """
         config = self.config
         values: dict[str, float] = {}
+        if config.progressive:
+            values["stage"] = self._grow()
         for _ in range(config.d_steps):
             values.update(steps.discriminator_update(self))
         values.update(steps.generator_update(self))
@@ -177,6 +181,15 @@ class Trainer:
         if self.augmenter.enabled:
             values["augment_p"] = self.augmenter.p
         return values
+
+    def _grow(self) -> float:
+        """Set both networks to the progressive stage for the images seen; return its size."""
+        size, alpha = stage_at(self.images_seen, self.config.resolution,
+                               self.config.progressive_kimg * 1000)
+        self.generator.set_stage(size, alpha)
+        self.discriminator.set_stage(size, alpha)
+        # Report the stage as a fractional log2 size: 4.5 is 16x16 half faded in.
+        return math.log2(size) - 1 + alpha
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
