@@ -1,6 +1,6 @@
 """Write the files of a prepared dataset: images, manifest records, report and ZIP.
 
-Runs in the main process of ``facegan prepare``, which sees every result in turn, so the
+Runs in the main process of ``facegan prepare``, which receives every result in turn, so the
 duplicate checks and the descriptor rows need no locking.
 """
 
