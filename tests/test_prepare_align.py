@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from facegan.cli import main
+from facegan.data import prepare as prepare_module
 from facegan.data.dataset import load_images
 from facegan.data.descriptors import DescriptorStore
 from facegan.data.detect import DetectOptions
@@ -276,6 +277,14 @@ def test_two_workers_match_one(bad_inputs, tmp_path):
     paths_one = {r["path"] for r in read_manifest(tmp_path / "one")}
     paths_two = {r["path"] for r in read_manifest(tmp_path / "two")}
     assert paths_one == paths_two
+
+
+def test_spawned_workers_align(bad_inputs, tmp_path, monkeypatch):
+    # Where fork is unavailable, each spawned worker loads the models in its initializer.
+    monkeypatch.setattr(prepare_module, "_fork_available", lambda: False)
+    summary = prepare(bad_inputs, tmp_path / "out", SIZE, workers=2, align=KEEP_ALL)
+    assert summary.written == 10
+    assert summary.skipped == 5
 
 
 def test_cli_aligns_by_default(tmp_path, capsys):

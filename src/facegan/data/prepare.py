@@ -30,11 +30,13 @@ interrupted run loses nothing already written.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ from facegan.data.dataset_writer import (
     write_report,
     write_zip,
 )
+from facegan.data.detect import load_models
 from facegan.data.facecrop import AlignOptions, PhotoFaces, crop_faces
 from facegan.data.imageio import (
     ImageDecodeError,
@@ -215,35 +218,28 @@ def _process_one(task: _Task) -> _Outcome:
     return _Outcome(record, faces=faces)
 
 
-def _init_worker() -> None:
-    """Load the dlib models once in each worker and keep torch, if loaded, to one thread."""
-    import sys
-
+def _init_worker(points: int) -> None:
+    """Load the dlib models once in a spawned worker and keep torch, if loaded, to one thread."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     try:
-        from facegan.data.detect import load_models
-
-        load_models()
+        load_models(points)
     except UserError as error:
         # The first task reports the same error with its file name.
         log.debug("dlib models not loaded in worker: %s", error)
 
 
-def _run_tasks(tasks: list[_Task], workers: int):
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _process_one(task)
-        return
-    aligned = tasks[0].align is not None
-    # One photo takes 50-500 ms to align, so single tasks balance best; plain crops are
-    # cheap enough that batching them saves inter-process traffic.
-    chunksize = 1 if aligned else 8
+def _fork_available() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def _spawn_pool(workers: int, initializer, initargs: tuple):
+    """Start spawned workers whose numeric libraries use one thread each."""
     saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
     os.environ.update({name: "1" for name in _THREAD_VARIABLES})
     try:
         context = multiprocessing.get_context("spawn")
-        pool = context.Pool(workers, initializer=_init_worker if aligned else None)
+        return context.Pool(workers, initializer=initializer, initargs=initargs)
     finally:
         # Spawned workers copied the environment at start, so the caller's values return.
         for name, value in saved.items():
@@ -251,8 +247,35 @@ def _run_tasks(tasks: list[_Task], workers: int):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    with pool:
-        yield from pool.imap_unordered(_process_one, tasks, chunksize=chunksize)
+
+
+def _open_pool(workers: int, align: AlignOptions | None):
+    """Start the worker processes for a run, with the dlib models loaded when aligning."""
+    if align is None:
+        return _spawn_pool(workers, None, ())
+    points = align.detect.landmarks
+    if _fork_available():
+        # Forked workers share the models this process loads (copy-on-write), so they start
+        # at once and the models (about 130 MB of files) sit in memory once. Forking is safe here
+        # even when torch was imported, because dlib's wheel links no OpenMP or BLAS and
+        # the workers never call torch.
+        load_models(points)
+        return multiprocessing.get_context("fork").Pool(workers)
+    return _spawn_pool(workers, _init_worker, (points,))
+
+
+@contextlib.contextmanager
+def _results(tasks: list[_Task], workers: int):
+    """Yield an iterator of outcomes, from worker processes when there are several."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield map(_process_one, tasks)
+        return
+    align = tasks[0].align
+    # One photo takes 50-500 ms to align, so single tasks balance best; plain crops are
+    # cheap enough that batching them saves inter-process traffic.
+    chunksize = 1 if align is not None else 8
+    with _open_pool(workers, align) as pool:
+        yield pool.imap_unordered(_process_one, tasks, chunksize=chunksize)
 
 
 def _validate(src: Path, size: int, workers: int | None, holdout: float, align) -> int:
@@ -354,9 +377,14 @@ def prepare(
     writer = DatasetWriter(out, records, align, holdout)
     end_torn_line(out / "manifest.jsonl")
     start = time.perf_counter()
-    with open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest, logging_redirect_tqdm():
+    # The workers start before the progress bar, whose monitor thread must not be forked.
+    with (
+        _results(tasks, workers) as outcomes,
+        open(out / "manifest.jsonl", "a", encoding="utf-8") as manifest,
+        logging_redirect_tqdm(),
+    ):
         progress = tqdm(total=len(tasks), unit="img", desc="prepare", dynamic_ncols=True)
-        for outcome in _run_tasks(tasks, workers):
+        for outcome in outcomes:
             if summary.first_result_seconds is None:
                 summary.first_result_seconds = time.perf_counter() - start
             _count_faces(summary, outcome.faces)
