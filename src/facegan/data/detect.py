@@ -34,8 +34,8 @@ class DetectOptions:
 
     ``min_score`` is the HOG detector's score threshold. On the development photos, boxes
     on things that are not faces scored up to 0.12 and real faces from 0.29 up, so the
-    default 0.2 sits between the two. ``min_face`` is the smallest box side, in source
-    pixels, worth aligning.
+    default 0.2 sits between the two. The ranges can overlap (a rotated photo gave a false
+    box of 0.28). ``min_face`` is the smallest box side, in source pixels, worth aligning.
     """
 
     upsample: int = 1
