@@ -5,9 +5,9 @@ Fréchet distance (``fd_dlib``, ``fd_effnet``, ``fid_inception``), KID with its 
 error, and k-NN precision and recall. The dlib extractor adds the face-detection rate:
 the share of images in which dlib's detector finds a face.
 
-Both sample counts move the numbers: FD is biased upwards at small N (FID at 1,000
-samples reads several points higher than at 50,000), while KID is unbiased. Compare
-runs only at equal counts, resolution and extractor.
+Both sample counts move the numbers. FD is biased upwards at small N, because the error
+of each sample covariance adds to its trace term, while KID is unbiased. Compare runs
+only at equal counts, resolution and extractor.
 
 For a cheap check during training, compute the real features once with
 :func:`real_features_for_training`, then call :func:`quick_metrics` every few thousand
@@ -50,7 +50,7 @@ PRECISION_RECALL_K = 3
 
 @dataclasses.dataclass
 class EvaluateOptions:
-    """Settings of one evaluation; the CLI flags map onto these fields one to one."""
+    """Settings of one evaluation. The CLI flags map onto these fields one to one."""
 
     count: int = 1000  # generated samples
     real_count: int | None = None  # real faces (default: same as count)
@@ -109,7 +109,7 @@ def cached_real_features(
 ) -> ExtractedFeatures:
     """Extract features of the real faces at ``paths``, reusing a cache file when it matches.
 
-    The cache file name holds a hash of the paths, their sizes and modification times,
+    The cache file name contains a hash of the paths, their sizes and modification times,
     the resolution and the extractor, so a changed dataset is never served stale.
     """
     cache_file = None

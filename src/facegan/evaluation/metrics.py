@@ -33,8 +33,8 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
-    # A covariance is symmetric positive semi-definite; rounding can leave tiny negative
-    # eigenvalues, which are clipped to 0 before the square root.
+    # A covariance is symmetric positive semi-definite, but rounding can leave tiny
+    # negative eigenvalues, so they are clipped to 0 before the square root.
     eigenvalues, eigenvectors = torch.linalg.eigh(torch.from_numpy(matrix))
     roots = eigenvalues.clamp(min=0.0).sqrt()
     return ((eigenvectors * roots) @ eigenvectors.T).numpy()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facegan.errors import UserError
-from facegan.evaluation.features import _resize_batch, check_images
+from facegan.evaluation.features import check_images, resize_batch
 from facegan.evaluation.metrics import ks_statistic, nearest_neighbours
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def pixel_vectors(images: np.ndarray, size: int = PIXEL_SIZE, batch_size: int = 
     scale = 1 / math.sqrt(3 * size * size)
     rows = []
     for start in range(0, len(images), batch_size):
-        batch = _resize_batch(images[start : start + batch_size], size)
+        batch = resize_batch(images[start : start + batch_size], size)
         rows.append(batch.reshape(len(batch), -1) * scale)
     if not rows:
         return np.zeros((0, 3 * size * size), dtype=np.float32)
@@ -74,7 +74,7 @@ class NoveltyReport:
     """Nearest training faces of each sample and the comparison with held-out faces.
 
     Arrays are per sample (``identity_*``, ``pixel_*``) or per held-out face
-    (``heldout_identity_distances``); indices point into the training set.
+    (``heldout_identity_distances``). Indices point into the training set.
     """
 
     identity_distances: np.ndarray
@@ -131,7 +131,7 @@ class NoveltyReport:
 
 
 def copying_warnings(report: NoveltyReport) -> list[str]:
-    """List the signs of copying that ``report`` shows; an empty list means none."""
+    """List the signs of copying that ``report`` shows. An empty list means none."""
     found = []
     if report.pixel_copies:
         found.append(
@@ -189,7 +189,7 @@ def novelty_report(
 
 @dataclasses.dataclass
 class NoveltyOptions:
-    """Settings of ``facegan novelty``; the CLI flags map onto these fields one to one."""
+    """Settings of ``facegan novelty``. The CLI flags map onto these fields one to one."""
 
     count: int = 1000  # generated samples
     seed: int = 0

@@ -34,7 +34,7 @@ class DatasetSplits:
 
 
 def list_splits(data: Path) -> DatasetSplits:
-    """List the written faces of ``data`` by split; a plain folder has only training faces."""
+    """List the written faces of ``data`` by split. A plain folder has only training faces."""
     data = Path(data)
     if not data.is_dir():
         raise UserError(
@@ -56,9 +56,9 @@ def list_splits(data: Path) -> DatasetSplits:
 def with_random_heldout(splits: DatasetSplits, share: float, seed: int = 0) -> DatasetSplits:
     """Move a random ``share`` of the training faces to held-out when none are marked.
 
-    The generator trained on those faces too, so a sample that copies one of them is
-    compared only with the remaining training faces; copies are still caught through
-    those. Re-running ``facegan prepare --holdout`` gives a real held-out set.
+    The generator trained on those faces too, so a sample that copies one of them is not
+    matched to it. Copies are then caught only through the remaining training faces.
+    Re-running ``facegan prepare --holdout`` gives a real held-out set.
     """
     if splits.heldout:
         return splits

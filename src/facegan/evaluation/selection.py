@@ -34,7 +34,7 @@ RANKINGS = ("rank", "drs")
 
 @dataclasses.dataclass
 class SelectionOptions:
-    """How to choose faces from the pool; the ``facegan sample`` flags map onto these."""
+    """How to choose faces from the pool. The ``facegan sample`` flags map onto these fields."""
 
     oversample: float = 1.0  # candidates per requested face
     top_k: int | None = None  # faces to keep (default: the requested count)
@@ -138,7 +138,7 @@ def select(
     """Filter and order the candidate ``images`` (uint8 NHWC), then keep the first ones.
 
     Returns the indices of the kept candidates, best first, and the report. Keeps
-    ``options.top_k`` faces, or ``count`` when it is None; fewer when too few pass.
+    ``options.top_k`` faces, or ``count`` when it is None, and fewer when too few pass.
     """
     options.validate()
     keep = np.arange(len(images))
@@ -176,7 +176,7 @@ def _apply_face_checks(images, keep, options, removed):
         removed["no face found"] = int((~extracted.face_found).sum())
         passed &= extracted.face_found
     if options.train_descriptors is not None:
-        # Only candidates still in the running count against this filter.
+        # Count only candidates that the face filter kept, so none is counted twice.
         novel = novel_mask(
             extracted.values, options.train_descriptors, options.novelty_threshold
         )
@@ -192,8 +192,8 @@ def _apply_discriminator(images, keep, options, discriminator, removed):
         rng = np.random.default_rng(options.seed)
         accepted = rng.random(len(keep)) < acceptance
         removed["rejected by DRS"] = int((~accepted).sum())
-        # DRS corrects the sample distribution; sorting the accepted faces by score would
-        # undo that, so they stay in seed order.
+        # DRS corrects the sample distribution, and sorting the accepted faces by score
+        # would undo that, so they stay in seed order.
         return keep[accepted]
     order = np.argsort(-scores, kind="stable")
     return keep[order]
