@@ -162,8 +162,11 @@ def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
     """
     from facegan.sampling import load_run
 
-    if options.count < 2:
-        raise UserError(f"invalid --n {options.count}; evaluation needs at least 2 samples")
+    minimum = 2 * PRECISION_RECALL_K
+    if options.count < minimum:
+        raise UserError(
+            f"invalid --n {options.count}; evaluation needs at least {minimum} samples"
+        )
     check_extractors(options.extractors)
     run = load_run(run_dir, ema=options.ema)
     resolution = run.config.resolution
@@ -177,8 +180,10 @@ def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
 
     splits = realdata.list_splits(data)
     real_paths = realdata.choose(splits.train, options.real_count or options.count, options.seed)
-    if len(real_paths) < 2 * PRECISION_RECALL_K:
-        raise UserError(f"only {len(real_paths)} real faces in {data}; evaluation needs at least 6")
+    if len(real_paths) < minimum:
+        raise UserError(
+            f"only {len(real_paths)} real faces in {data}; evaluation needs at least {minimum}"
+        )
     cache_dir = Path(run_dir) / CACHE_FOLDER if Path(run_dir).is_dir() else None
 
     metrics: dict[str, float] = {}
