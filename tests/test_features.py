@@ -45,7 +45,7 @@ def real_and_noise():
     return real, noise_images(40)
 
 
-def test_dlib_finds_astronaut_faces_and_not_noise():
+def test_dlib_detects_faces_not_noise():
     faces = np.stack([np.asarray(face.resize((64, 64))) for face in face_variants(6)])
     extracted = features.make_extractor("dlib").extract(
         np.concatenate([faces, noise_images(4)]), progress=False
@@ -56,7 +56,7 @@ def test_dlib_finds_astronaut_faces_and_not_noise():
     assert np.isfinite(extracted.values).all()
 
 
-def test_dlib_descriptors_of_one_person_are_within_threshold():
+def test_dlib_same_person_within_threshold():
     faces = np.stack([np.asarray(face.resize((64, 64))) for face in face_variants(6, seed=1)])
     values = features.make_extractor("dlib").extract(faces, progress=False).values
     distances = np.linalg.norm(values[:, None] - values[None], axis=-1)
@@ -94,7 +94,7 @@ def test_extractor_separates_real_from_noise(name, real_and_noise):
 
 
 @requires("inception")
-def test_inception_features_are_deterministic_pool_outputs():
+def test_inception_pool_features_deterministic():
     images = np.stack([np.asarray(face.resize((64, 64))) for face in face_variants(2)])
     extractor = features.make_extractor("inception")
     first = extractor.extract(images, progress=False).values

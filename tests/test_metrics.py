@@ -1,4 +1,4 @@
-"""Metric maths on synthetic features with known answers, and evaluate end to end."""
+"""Metric maths on synthetic features with known results, and evaluate end to end."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ def gaussian(count: int, dim: int, seed: int, shift: float = 0.0, scale: float =
     return np.random.default_rng(seed).normal(shift, scale, size=(count, dim))
 
 
-def test_frechet_distance_of_set_with_itself_is_zero():
+def test_frechet_self_distance_zero():
     features = gaussian(500, 16, seed=0)
     assert metrics.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-8)
 
 
-def test_frechet_distance_closed_form_for_shifted_gaussians():
+def test_frechet_closed_form_gaussians():
     # N(0, I) against N(m, 4 I): FD = |m|^2 + D (1 + 4 - 2 * 2) = |m|^2 + D.
     dim = 8
     mean_b = np.full(dim, 0.5)
@@ -29,7 +29,7 @@ def test_frechet_distance_closed_form_for_shifted_gaussians():
     assert value == pytest.approx(mean_b @ mean_b + dim)
 
 
-def test_frechet_distance_matches_scipy_sqrtm():
+def test_frechet_matches_scipy_sqrtm():
     scipy_linalg = pytest.importorskip("scipy.linalg", reason="scipy is not installed")
     a = gaussian(400, 12, seed=1)
     b = gaussian(400, 12, seed=2, shift=0.3, scale=1.5) @ np.triu(np.ones((12, 12))) / 4
@@ -40,7 +40,7 @@ def test_frechet_distance_matches_scipy_sqrtm():
     assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
 
 
-def test_frechet_distance_of_singular_covariances_is_finite():
+def test_frechet_singular_covariances_finite():
     # Fewer samples than dimensions: both covariances are singular.
     a = gaussian(20, 64, seed=3)
     b = gaussian(20, 64, seed=4)
@@ -49,12 +49,12 @@ def test_frechet_distance_of_singular_covariances_is_finite():
     assert value > 0
 
 
-def test_frechet_distance_rejects_mismatched_dimensions():
+def test_frechet_rejects_mismatched_dims():
     with pytest.raises(ValueError, match="differ in dimension"):
         metrics.frechet_distance(gaussian(10, 4, 0), gaussian(10, 5, 0))
 
 
-def test_unbiased_mmd2_averages_to_zero_for_one_distribution():
+def test_mmd2_unbiased_on_one_distribution():
     estimates = [
         metrics.unbiased_mmd2(gaussian(50, 8, seed), gaussian(50, 8, seed + 1000))
         for seed in range(200)
@@ -63,35 +63,35 @@ def test_unbiased_mmd2_averages_to_zero_for_one_distribution():
     assert abs(np.mean(estimates)) < 3 * spread
 
 
-def test_kid_of_two_splits_is_near_zero():
+def test_kid_of_splits_near_zero():
     features = gaussian(2000, 32, seed=5)
     result = metrics.kernel_inception_distance(features[:1000], features[1000:], num_subsets=50)
     assert abs(result.mean) < 3 * result.standard_error
     assert result.standard_error > 0
 
 
-def test_kid_of_shifted_distribution_is_positive():
+def test_kid_of_shift_positive():
     result = metrics.kernel_inception_distance(
         gaussian(600, 32, seed=6), gaussian(600, 32, seed=7, shift=0.5), num_subsets=20
     )
     assert result.mean > 10 * result.standard_error
 
 
-def test_kid_caps_subset_size_at_half_the_smaller_set():
+def test_kid_subset_size_capped():
     result = metrics.kernel_inception_distance(
         gaussian(100, 4, 0), gaussian(60, 4, 1), num_subsets=5, subset_size=1000
     )
     assert result.subset_size == 30
 
 
-def test_precision_recall_of_set_with_itself_is_one():
+def test_precision_recall_self_is_one():
     features = gaussian(300, 16, seed=8)
     precision, recall = metrics.precision_recall(features, features)
     assert precision == 1.0
     assert recall == 1.0
 
 
-def test_precision_recall_of_far_sets_is_zero():
+def test_precision_recall_far_sets_zero():
     precision, recall = metrics.precision_recall(
         gaussian(200, 8, seed=9), gaussian(200, 8, seed=10, shift=100.0)
     )
@@ -99,7 +99,7 @@ def test_precision_recall_of_far_sets_is_zero():
     assert recall == 0.0
 
 
-def test_precision_recall_tell_quality_from_coverage():
+def test_precision_recall_narrow_fakes():
     # Fakes covering only the centre of the real distribution: high precision, low recall.
     real = gaussian(1000, 4, seed=11)
     fake = gaussian(1000, 4, seed=12, scale=0.3)

@@ -36,7 +36,7 @@ def face_sets():
 
 
 @needs_utkface
-def test_training_faces_fed_back_are_flagged(face_sets):
+def test_training_copies_flagged(face_sets):
     _, train_descriptors, train_pixels = face_sets["train"]
     _, heldout_descriptors, _ = face_sets["heldout"]
     copies = slice(0, 24)
@@ -53,7 +53,7 @@ def test_training_faces_fed_back_are_flagged(face_sets):
 
 
 @needs_utkface
-def test_unseen_faces_are_not_flagged(face_sets):
+def test_unseen_faces_not_flagged(face_sets):
     _, train_descriptors, train_pixels = face_sets["train"]
     _, heldout_descriptors, _ = face_sets["heldout"]
     _, unseen_descriptors, unseen_pixels = face_sets["unseen"]
@@ -66,7 +66,7 @@ def test_unseen_faces_are_not_flagged(face_sets):
 
 
 @needs_utkface
-def test_one_copy_among_new_faces_is_found(face_sets):
+def test_single_copy_found(face_sets):
     _, train_descriptors, train_pixels = face_sets["train"]
     _, unseen_descriptors, unseen_pixels = face_sets["unseen"]
     descriptors = np.concatenate([unseen_descriptors, train_descriptors[[5]]])
@@ -137,7 +137,7 @@ def test_list_splits_reads_manifest(tmp_path):
     assert not splits.random_heldout
 
 
-def test_random_heldout_used_without_marked_faces(tmp_path):
+def test_random_heldout_without_marks(tmp_path):
     write_manifest(tmp_path, ["train"] * 20)
     splits = realdata.with_random_heldout(realdata.list_splits(tmp_path), 0.25)
     assert splits.random_heldout

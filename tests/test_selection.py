@@ -44,7 +44,7 @@ def mixed_pool():
     return pool, noise_rows
 
 
-def test_face_filter_removes_noise_and_keeps_faces(mixed_pool):
+def test_face_filter_removes_noise(mixed_pool):
     pool, noise_rows = mixed_pool
     options = selection.SelectionOptions(filter_face=True)
     keep, report = selection.select(pool, count=10, options=options)
@@ -105,7 +105,7 @@ def test_drs_rejects_low_scores_more_often():
     assert report.removed["rejected by DRS"] == 400 - len(keep)
 
 
-def test_ranking_without_discriminator_is_user_error():
+def test_ranking_needs_discriminator():
     options = selection.SelectionOptions(ranking="rank")
     with pytest.raises(UserError, match="needs a run with a discriminator"):
         selection.select(noise_images(2), count=2, options=options)
@@ -129,7 +129,7 @@ def test_pool_size_rounds_up():
     assert selection.SelectionOptions(oversample=1.5).pool_size(5) == 8
 
 
-def test_sample_command_ranks_an_oversampled_pool(trained_run, tmp_path, capsys):
+def test_sample_ranks_oversampled_pool(trained_run, tmp_path, capsys):
     from facegan.cli import main
 
     out = tmp_path / "ranked"
@@ -141,7 +141,7 @@ def test_sample_command_ranks_an_oversampled_pool(trained_run, tmp_path, capsys)
     assert len(list(out.glob("seed0-*.png"))) == 4
 
 
-def test_sample_command_without_options_is_unchanged(trained_run, tmp_path):
+def test_sample_plain_unchanged(trained_run, tmp_path):
     from facegan.cli import main
     from facegan.sampling import generate, load_run, sample_latents
 
@@ -153,7 +153,7 @@ def test_sample_command_without_options_is_unchanged(trained_run, tmp_path):
     np.testing.assert_array_equal(written, expected[2])
 
 
-def test_sample_command_reports_empty_pool(trained_run, tmp_path, capsys):
+def test_sample_empty_pool_error(trained_run, tmp_path, capsys):
     from facegan.cli import main
 
     # The tiny test run draws no recognisable faces, so the face filter removes them all.
