@@ -107,5 +107,5 @@ def test_cli_unknown_flag_suggests(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--batchsize", "8"])
     error = capsys.readouterr().err
-    assert "--batchsize: did you mean --batch-size?" in error
+    assert "--batchsize: did you mean --batch-size" in error
     assert "facegan train --help" in error

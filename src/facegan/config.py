@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "architecture": ("dcgan", "resnet", "fastgan", "stylegan", "projected"),
     "loss": ("nonsaturating", "hinge", "least-squares", "wgan-gp", "rpgan"),
     "precision": ("bf16", "fp32"),
+    "device": ("cpu", "cuda"),
 }
 
 # DiffAugment operations accepted in --diffaugment (Zhao et al. 2020).
@@ -61,7 +62,8 @@ class TrainConfig:
     adam_beta2: float = 0.999  # Adam beta2 for both networks
     ema_decay: float = 0.999  # EMA decay per step for the generator copy used to sample
     ema_warmup: bool = True  # ramp the EMA decay up as (1 + step) / (10 + step) early on
-    precision: str = "bf16"  # autocast dtype for forward passes on CPU
+    precision: str = "bf16"  # autocast dtype for forward passes
+    device: str = "cpu"  # where to train: cpu, or cuda (the first GPU)
     channels_last: bool = True  # NHWC memory layout, faster convolutions on CPU
     x_flip: bool = True  # mirror half the real images left-right
     seed: int = 0  # seed of weights, latents and batch order

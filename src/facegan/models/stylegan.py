@@ -104,7 +104,7 @@ class StyleLayer(nn.Module):
         x = self.conv(x, w)
         if self.use_noise:
             if self.training:
-                noise = torch.randn(x.shape[0], 1, *x.shape[2:], dtype=x.dtype)
+                noise = torch.randn(x.shape[0], 1, *x.shape[2:], dtype=x.dtype, device=x.device)
             else:
                 noise = self.noise_const.to(x.dtype)
             x = x + noise * self.noise_strength.to(x.dtype)

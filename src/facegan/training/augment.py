@@ -21,17 +21,18 @@ CUTOUT_RATIO = 0.5
 
 def _per_image(images: torch.Tensor, p: float) -> torch.Tensor:
     """Return a (N, 1, 1, 1) boolean mask: which images an operation applies to."""
-    return (torch.rand(images.shape[0], 1, 1, 1) < p).to(images.device)
+    return torch.rand(images.shape[0], 1, 1, 1, device=images.device) < p
 
 
 def color(images: torch.Tensor, p: float) -> torch.Tensor:
     """Random brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) on [-1, 1] images."""
     n = images.shape[0]
-    x = images + (torch.rand(n, 1, 1, 1, dtype=images.dtype) - 0.5)
+    options = {"dtype": images.dtype, "device": images.device}
+    x = images + (torch.rand(n, 1, 1, 1, **options) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (torch.rand(n, 1, 1, 1, dtype=images.dtype) * 2) + mean
+    x = (x - mean) * (torch.rand(n, 1, 1, 1, **options) * 2) + mean
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * (torch.rand(n, 1, 1, 1, dtype=images.dtype) + 0.5) + mean
+    x = (x - mean) * (torch.rand(n, 1, 1, 1, **options) + 0.5) + mean
     return torch.where(_per_image(images, p), x, images)
 
 
@@ -39,8 +40,8 @@ def translation(images: torch.Tensor, p: float) -> torch.Tensor:
     """Shift each image by whole pixels, up to 1/8 of its side, filling with zeros."""
     n, _, h, w = images.shape
     max_shift = max(1, int(round(min(h, w) * TRANSLATION_RATIO)))
-    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2)).to(torch.float32)
-    theta = torch.zeros(n, 2, 3)
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), device=images.device).float()
+    theta = torch.zeros(n, 2, 3, device=images.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     theta[:, 0, 2] = shifts[:, 0] * 2 / w
     theta[:, 1, 2] = shifts[:, 1] * 2 / h
@@ -54,10 +55,10 @@ def cutout(images: torch.Tensor, p: float) -> torch.Tensor:
     """Zero a random square of half the image side in each image (DeVries and Taylor 2017)."""
     n, _, h, w = images.shape
     size_h, size_w = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
-    top = torch.randint(0, h - size_h + 1, (n, 1, 1))
-    left = torch.randint(0, w - size_w + 1, (n, 1, 1))
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
+    top = torch.randint(0, h - size_h + 1, (n, 1, 1), device=images.device)
+    left = torch.randint(0, w - size_w + 1, (n, 1, 1), device=images.device)
+    rows = torch.arange(h, device=images.device).view(1, h, 1)
+    cols = torch.arange(w, device=images.device).view(1, 1, w)
     inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)
     keep = (~inside).unsqueeze(1).to(images.dtype)
     return torch.where(_per_image(images, p), images * keep, images)

@@ -115,7 +115,10 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         torch.manual_seed(config.seed)
+        self.device = _training_device(config)
         self.generator, self.discriminator = build_models(config)
+        self.generator.to(self.device)
+        self.discriminator.to(self.device)
         self.memory_format = (
             torch.channels_last if config.channels_last else torch.contiguous_format
         )
@@ -150,16 +153,20 @@ class Trainer:
 
     def autocast(self):
         if self.config.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def next_real(self) -> torch.Tensor:
         """Return the next batch of real images (NCHW in [-1, 1]) and count it as seen."""
         self.images_seen += self.config.batch_size
-        return self.sampler.next().contiguous(memory_format=self.memory_format)
+        batch = self.sampler.next().to(self.device, non_blocking=True)
+        return batch.contiguous(memory_format=self.memory_format)
 
     def next_latents(self) -> torch.Tensor:
-        return torch.randn(self.config.batch_size, self.config.z_dim, generator=self.latent_rng)
+        # Drawn on the CPU from the run's own generator, so the same seed gives the same
+        # latents on every device.
+        z = torch.randn(self.config.batch_size, self.config.z_dim, generator=self.latent_rng)
+        return z.to(self.device)
 
     def train_step(self) -> dict[str, float]:
         """Run ``d_steps`` discriminator updates and one generator update; return their terms.
@@ -182,6 +189,13 @@ class Trainer:
             values["augment_p"] = self.augmenter.p
         return values
 
+    def check_weights(self) -> None:
+        """Raise FloatingPointError if any weight of G or D is NaN or inf."""
+        for name, network in (("generator", self.generator),
+                              ("discriminator", self.discriminator)):
+            if not all(torch.isfinite(p).all() for p in network.parameters()):
+                raise FloatingPointError(f"non-finite {name} weights at step {self.step}")
+
     def _grow(self) -> float:
         """Set both networks to the progressive stage for the images seen; return its size."""
         size, alpha = stage_at(self.images_seen, self.config.resolution,
@@ -196,7 +210,7 @@ class Trainer:
         """Render the fixed latents with the EMA generator into ``samples/step-NNNNNNN.png``."""
         images = []
         for chunk in self.fixed_latents.split(64):
-            images.append(to_uint8(self.generator_ema(chunk)))
+            images.append(to_uint8(self.generator_ema(chunk.to(self.device)).cpu()))
         grid = make_grid(np.concatenate(images))
         folder = self.run_dir / "samples"
         folder.mkdir(exist_ok=True)
@@ -223,6 +237,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "latent_rng": self.latent_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "fixed_latents": self.fixed_latents,
             "d_updates": self.d_updates,
             "augment": self.augmenter.state_dict(),
@@ -239,6 +254,8 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.latent_rng.set_state(state["latent_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.fixed_latents = state["fixed_latents"]
         self.step = state["step"]
         self.images_seen = state["images_seen"]
@@ -306,6 +323,16 @@ class _StatsWindow:
         return record
 
 
+def _training_device(config: TrainConfig) -> torch.device:
+    """Return the device for ``config.device``, or raise UserError when CUDA is missing."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "invalid --device cuda: torch finds no CUDA device (torch "
+            f"{torch.__version__}); use --device cpu or install a CUDA build of torch"
+        )
+    return torch.device(config.device)
+
+
 def _images_per_step(config: TrainConfig) -> int:
     """Real images D sees in one step: a batch per accumulated pass per D update."""
     return config.batch_size * config.accumulate * config.d_steps
@@ -355,14 +382,21 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
     progress = tqdm(
         total=config.steps, initial=trainer.step, unit="step", desc="train", dynamic_ncols=True
     )
-    with _StopRequest() as stop, open(stats_path, "a") as stats_file:
+    stats_file = open(stats_path, "a")
+    with _StopRequest() as stop:
         while trainer.step < config.steps and not _time_up(trainer) and not stop.requested:
             started = time.perf_counter()
             try:
                 values = trainer.train_step()
+                if trainer.step % config.checkpoint_every == 0:
+                    # A checkpoint becomes the rollback point, so it must hold finite weights.
+                    trainer.check_weights()
             except FloatingPointError as error:
                 trainer.recovery.roll_back(trainer, error)
                 trainer.seconds += time.perf_counter() - started
+                stats_file.close()
+                _truncate_stats(stats_path, trainer.step)
+                stats_file = open(stats_path, "a")
                 progress.n = trainer.step
                 window = _StatsWindow()
                 continue
@@ -385,6 +419,7 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
             if trainer.step % config.checkpoint_every == 0:
                 checkpoint_path = trainer.save()
         progress.close()
+        stats_file.close()
         if grid_path is None or trainer.step % config.sample_every != 0:
             grid_path = trainer.sample_grid()
         if trainer.step % config.checkpoint_every != 0 or not checkpoint_path.exists():

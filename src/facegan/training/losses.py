@@ -124,7 +124,7 @@ def gradient_norm_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.T
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Return random points on the lines between real and fake images, requiring grad."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, dtype=real.dtype)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, dtype=real.dtype, device=real.device)
     mixed = real.detach() + alpha * (fake.detach() - real.detach())
     return mixed.requires_grad_(True)
 

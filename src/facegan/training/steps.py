@@ -134,16 +134,17 @@ def generator_update(trainer: Trainer) -> dict[str, float]:
     trainer.g_optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     for index in range(config.accumulate):
+        needs_real = losses.needs_real_logits_for_g(config.loss) or config.feature_matching > 0
         if index == 0 and trainer.last_fake is not None:
             fake, real = trainer.last_fake, trainer.last_real
         else:
-            real = trainer.next_real()
+            real = trainer.next_real() if needs_real else None
             with trainer.autocast():
                 fake = trainer.generator(trainer.next_latents())
         with trainer.autocast():
             fake_out = discriminator.forward_parts(d_input(trainer, fake))
         real_out = None
-        if losses.needs_real_logits_for_g(config.loss) or config.feature_matching > 0:
+        if needs_real:
             with torch.no_grad(), trainer.autocast():
                 real_out = discriminator.forward_parts(d_input(trainer, real))
         real_logits = real_out.logits if real_out is not None else None
