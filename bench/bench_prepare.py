@@ -21,6 +21,7 @@ import datetime
 import logging
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -70,6 +71,13 @@ def link_photos(photos: Path, folder: Path, repeat: int) -> Path:
     return folder
 
 
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process and of its finished child processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def forget_models() -> None:
     """Drop this process's loaded dlib models, so that every run pays for loading them."""
     for loader in (
@@ -84,9 +92,11 @@ def timed_run(src: Path, size: int, workers: int) -> dict:
     """Run prepare once into a temporary folder and return its figures."""
     forget_models()
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as out:
+        cpu_before = cpu_seconds()
         start = time.perf_counter()
         summary = prepare(src, Path(out), size, workers, align=AlignOptions())
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu_before
         records = read_manifest(Path(out))
         result = {
             "workers": workers,
@@ -97,6 +107,7 @@ def timed_run(src: Path, size: int, workers: int) -> dict:
             "first_result": summary.first_result_seconds or 0.0,
             "faces_per_second": summary.faces_aligned / seconds,
             "steady_faces_per_second": steady_rate(summary),
+            "cpu_per_face": cpu / max(summary.faces_aligned, 1),
             "records": records,
             "images": {r["path"]: np.asarray(Image.open(Path(out) / r["path"])) for r in records
                        if r["status"] == "written"},
@@ -198,14 +209,14 @@ def format_section(
         f"`--size {args.size}`, default alignment options, best of {args.rounds} rounds.",
         "",
         "| workers | seconds | faces aligned | faces/s | first result after (s) | "
-        "faces/s after the first result |",
-        "|---|---|---|---|---|---|",
+        "faces/s after the first result | CPU s per face |",
+        "|---|---|---|---|---|---|---|",
     ]
     for result in (single, parallel):
         lines.append(
             f"| {result['workers']} | {result['seconds']:.1f} | {result['faces']} | "
             f"{result['faces_per_second']:.2f} | {result['first_result']:.1f} | "
-            f"{result['steady_faces_per_second']:.2f} |"
+            f"{result['steady_faces_per_second']:.2f} | {result['cpu_per_face']:.2f} |"
         )
     if max(load_before, load) > (os.cpu_count() or 1):
         lines += [
@@ -220,7 +231,9 @@ def format_section(
         "after the first result. The overall times include loading the dlib models once "
         "and starting the workers. The rate after the first result leaves that startup out "
         "and is an estimate: photos after the first, times the mean faces per photo, over "
-        "the time after it.",
+        "the time after it. CPU seconds per face add up all processes; equal values for 1 "
+        "and N workers mean the workers repeat no work, so on idle cores the speed-up is "
+        "limited only by startup and by the last photos running alone.",
         "",
         f"Eye line over the {single['written']} written faces (from the source landmarks "
         f"mapped into the output): max tilt {eyes['max_angle']:.1f} degrees, eye midpoint "
