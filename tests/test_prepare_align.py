@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from facegan.cli import main
+from facegan.data import dedupe
 from facegan.data import prepare as prepare_module
 from facegan.data.dataset import load_images
 from facegan.data.descriptors import DescriptorStore
@@ -216,6 +217,40 @@ def test_near_duplicates_removed(tmp_path):
         assert record["status"] == "duplicate"
         assert "near duplicate of images/a_original_" in record["reason"]
     assert summary.near_duplicates == 2
+
+
+def test_phash_separates_photos():
+    from skimage import data
+
+    face = np.asarray(astronaut())
+    reencoded = np.asarray(Image.open(io.BytesIO(_jpeg_bytes(astronaut().resize((256, 256))))))
+    other = data.coffee()
+    reference = dedupe.perceptual_hash(face)
+    assert reference.shape == (dedupe.HASH_BITS // 8,)
+    hashes = np.stack([dedupe.perceptual_hash(reencoded), dedupe.perceptual_hash(other)])
+    near, far = dedupe.hamming_distances(hashes, reference)
+    assert near <= 10
+    assert far >= 60
+    assert (dedupe.hash_from_hex(dedupe.hash_hex(reference)) == reference).all()
+
+
+def test_duplicate_index_threshold():
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, dedupe.HASH_BITS // 8, dtype=np.uint8)
+    close = first.copy()
+    close[0] ^= 0b111  # 3 bits differ
+    index = dedupe.DuplicateIndex(max_distance=3)
+    assert index.match(first) is None
+    for number in range(100):  # enough rows to grow the storage twice
+        index.add(rng.integers(0, 256, dedupe.HASH_BITS // 8, dtype=np.uint8), f"other{number}")
+    index.add(first, "first.png")
+    assert index.match(close) == ("first.png", 3)
+    strict = dedupe.DuplicateIndex(max_distance=2)
+    strict.add(first, "first.png")
+    assert strict.match(close) is None
+    off = dedupe.DuplicateIndex(max_distance=-1)
+    off.add(first, "first.png")
+    assert off.match(first) is None
 
 
 def test_exact_duplicate_removed(tmp_path):

@@ -47,9 +47,16 @@ def perceptual_hash(image: np.ndarray) -> np.ndarray:
     return np.packbits(coefficients > median)
 
 
+# Set bits of every byte value, for NumPy versions before 2.0 without np.bitwise_count.
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
 def hamming_distances(hashes: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Count differing bits between each row of ``hashes`` (N x bytes) and ``query``."""
-    return np.unpackbits(np.bitwise_xor(hashes, query), axis=1).sum(axis=1)
+    differing = np.bitwise_xor(hashes, query)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(differing).sum(axis=1, dtype=np.int64)
+    return _POPCOUNT[differing].sum(axis=1, dtype=np.int64)
 
 
 def hash_hex(packed: np.ndarray) -> str:

@@ -77,8 +77,10 @@ class FaceBox:
 class Detection:
     """The faces chosen in one photo, plus counts of what the detector found there.
 
-    ``found`` counts boxes above the score threshold; ``too_small`` counts those rejected
-    for being smaller than ``min_face``. ``faces`` is in the order of decreasing box area.
+    ``found`` counts boxes above the score threshold in the detection pass that was used
+    (under the ``largest`` rule, often the pass without upsampling, which misses faces
+    under about 80 px). ``too_small`` counts those rejected for being smaller than
+    ``min_face``. ``faces`` is in the order of decreasing box area.
     """
 
     faces: list[FaceBox]
