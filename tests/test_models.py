@@ -41,7 +41,8 @@ def test_256_forward_backward(architecture):
     z = torch.randn(2, config.z_dim)
     images = generator(z)
     assert images.shape == (2, 3, 256, 256)
-    assert images.min() >= -1 and images.max() <= 1
+    assert images.min() >= -1
+    assert images.max() <= 1
     logits = discriminator(images)
     assert logits.shape == (2,)
     logits.sum().backward()

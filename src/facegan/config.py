@@ -38,7 +38,10 @@ SMOOTHABLE_LOSSES = ("nonsaturating", "least-squares")
 # Fields that may change when a run is resumed: they control how long and how often,
 # not what is trained.
 RESUMABLE_FIELDS = frozenset(
-    {"steps", "minutes", "log_every", "sample_every", "checkpoint_every", "threads", "nan_retries"}
+    {
+        "steps", "minutes", "log_every", "sample_every", "checkpoint_every", "threads",
+        "nan_retries",
+    }
 )
 
 POWERS_OF_TWO = (32, 64, 128, 256, 512, 1024)

@@ -60,7 +60,7 @@ class Generator(ProgressiveStage):
         self.apply(_init_weights)
         self.progressive = progressive
         if progressive:
-            # net holds 3 layers per resolution 4, 8, ..., R/2, then the RGB layer and tanh.
+            # net contains 3 layers per resolution 4, 8, ..., R/2, then the RGB layer and tanh.
             self.init_stage(resolution)
             self.to_rgb_at = nn.ModuleDict({
                 str(4 * 2**i): nn.Sequential(nn.Conv2d(c, 3, 1), nn.Tanh())
@@ -96,7 +96,7 @@ class Discriminator(ProgressiveStage):
     """Map images (N, 3, R, R) to real/fake logits of shape (N,).
 
     With ``minibatch_std`` or ``discrimination_kernels`` the last convolution is replaced
-    by a :class:`DiscriminatorHead` that holds those layers; ``sn`` wraps every
+    by a :class:`DiscriminatorHead` that contains those layers; ``sn`` wraps every
     convolution in spectral norm. ``progressive`` adds a 1x1 input convolution per
     resolution below R and reads the input at the stage set by :meth:`set_stage`. With
     none of them the layers are the paper's.
@@ -139,7 +139,7 @@ class Discriminator(ProgressiveStage):
                     self.net[index] = nn.utils.parametrizations.spectral_norm(layer)
         self.progressive = progressive
         if progressive:
-            # net holds 2 layers reading R, then 3 per resolution R/2, ..., 8.
+            # net contains 2 layers reading R, then 3 per resolution R/2, ..., 8.
             self.init_stage(resolution)
             self.from_rgb = nn.ModuleDict({
                 str(resolution // 2**i): nn.Sequential(
@@ -168,7 +168,9 @@ class Discriminator(ProgressiveStage):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images).logits
 
-    def forward_parts(self, images: torch.Tensor, reconstruct: bool = False) -> DiscriminatorOutput:
+    def forward_parts(
+        self, images: torch.Tensor, reconstruct: bool = False
+    ) -> DiscriminatorOutput:
         """Return logits and the 4x4 features before the last layer; DCGAN has no decoder."""
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"

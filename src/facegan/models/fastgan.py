@@ -87,7 +87,8 @@ class Generator(nn.Module):
         self.to_rgb = nn.Conv2d(self.channels[resolution], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {z.shape}"
+        assert z.ndim == 2, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
+        assert z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
         maps = {4: self.initial(z[:, :, None, None])}
         for size in self.sizes[1:]:
             x = self.up[str(size)](maps[size // 2])
@@ -168,7 +169,9 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images).logits
 
-    def forward_parts(self, images: torch.Tensor, reconstruct: bool = False) -> DiscriminatorOutput:
+    def forward_parts(
+        self, images: torch.Tensor, reconstruct: bool = False
+    ) -> DiscriminatorOutput:
         """Return logits and features; with ``reconstruct``, also D's L1 reconstruction loss."""
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"

@@ -28,7 +28,7 @@ def spectral(module: nn.Module, enabled: bool = True) -> nn.Module:
 
 
 def channels_for(resolution: int, width: int, max_channels: int) -> dict[int, int]:
-    """Channels at each resolution from 4 to ``resolution``: ``width`` at the top, x2 per halving."""
+    """Map each resolution from 4 to ``resolution`` to its channels: x2 per halving."""
     channels = {}
     size, count = resolution, width
     while size >= 4:

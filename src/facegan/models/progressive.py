@@ -1,8 +1,8 @@
 """Progressive growing (Karras et al. 2018) as a stage that both networks read.
 
-Training starts at 8x8 and doubles the working resolution in phases: each new
-resolution first fades in (alpha rising from 0 to 1, blending the new layers with the
-upsampled output of the previous resolution) and then trains stable for as long.
+Training starts at 8x8 and doubles the working resolution in phases. Each new
+resolution first fades in, with alpha rising from 0 to 1 to blend the new layers with
+the upsampled output of the previous resolution, and then trains stable for as long.
 
 The networks keep their interface at every stage. The generator renders at the stage
 size and upsamples with nearest neighbour to the full resolution; the discriminator

@@ -171,7 +171,9 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images).logits
 
-    def forward_parts(self, images: torch.Tensor, reconstruct: bool = False) -> DiscriminatorOutput:
+    def forward_parts(
+        self, images: torch.Tensor, reconstruct: bool = False
+    ) -> DiscriminatorOutput:
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
         )

@@ -71,7 +71,8 @@ class Generator(ProgressiveStage):
             })
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {z.shape}"
+        assert z.ndim == 2, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
+        assert z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
         x = self.dense(z).view(-1, self.start_channels, 4, 4)
         if self.progressive:
             return self._forward_stage(x)
@@ -153,7 +154,9 @@ class Discriminator(ProgressiveStage):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images).logits
 
-    def forward_parts(self, images: torch.Tensor, reconstruct: bool = False) -> DiscriminatorOutput:
+    def forward_parts(
+        self, images: torch.Tensor, reconstruct: bool = False
+    ) -> DiscriminatorOutput:
         assert images.shape[1:] == (3, self.resolution, self.resolution), (
             f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
         )

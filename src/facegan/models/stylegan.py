@@ -1,9 +1,9 @@
 """Style-based generator (Karras et al. 2019, 2020) for any power-of-two resolution.
 
 A mapping network turns z into an intermediate latent w. The synthesis network starts
-from a learned 4x4 constant; each layer is a 3x3 convolution whose weights are scaled
+from a learned 4x4 constant. Each layer is a 3x3 convolution whose weights are scaled
 per input channel by a style computed from w (modulation) and then renormalised per
-output channel (demodulation), followed by optional per-pixel noise and leaky ReLU.
+output channel (demodulation). Optional per-pixel noise and a leaky ReLU follow.
 Images are summed from per-resolution RGB outputs ("skip" architecture).
 
 Training extras: style mixing feeds a second w to the layers after a random crossover
@@ -160,7 +160,8 @@ class Generator(nn.Module):
         self.num_ws = len(layers) + 1
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {z.shape}"
+        assert z.ndim == 2, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
+        assert z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {tuple(z.shape)}"
         ws = self.mapping_ws(z, truncation_psi)
         return self.synthesis(ws)
 
@@ -186,7 +187,9 @@ class Generator(nn.Module):
         for index, to_rgb in enumerate(self.to_rgb[1:]):
             x = self.layers[1 + 2 * index](x, ws[:, 1 + 2 * index])
             x = self.layers[2 + 2 * index](x, ws[:, 2 + 2 * index])
-            upsampled = F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False)
+            upsampled = F.interpolate(
+                image, scale_factor=2.0, mode="bilinear", align_corners=False
+            )
             image = upsampled + to_rgb(x, ws[:, 2 + 2 * index])
         return torch.tanh(image)
 

@@ -334,7 +334,7 @@ def _training_device(config: TrainConfig) -> torch.device:
 
 
 def _images_per_step(config: TrainConfig) -> int:
-    """Real images D sees in one step: a batch per accumulated pass per D update."""
+    """Return the real images D receives per step: a batch per accumulated pass per D update."""
     return config.batch_size * config.accumulate * config.d_steps
 
 

@@ -130,7 +130,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Return WGAN-GP's E (||grad D(x_hat)|| - 1)^2 at interpolated inputs (Gulrajani et al. 2017)."""
+    """Return WGAN-GP's E (||grad D(x_hat)|| - 1)^2 at interpolates (Gulrajani et al. 2017)."""
     (gradients,) = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
     norms = gradients.float().flatten(1).norm(dim=1)
     return (norms - 1).square().mean()

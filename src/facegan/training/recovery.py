@@ -40,7 +40,7 @@ class Recovery:
         self._good_state = buffer.getvalue()
 
     def roll_back(self, trainer: Trainer, error: FloatingPointError) -> None:
-        """Restore the last good state with lower learning rates, or re-raise when out of retries."""
+        """Restore the last good state with lower learning rates; raise when out of retries."""
         if self.rollbacks >= self.max_retries or self._good_state is None:
             raise FloatingPointError(
                 f"{error}; stopped after {self.rollbacks} rollback(s) (--nan-retries "

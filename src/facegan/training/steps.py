@@ -29,7 +29,7 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> dict[str, float]:
 
 
 def d_input(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
-    """Augment ``images`` and add instance noise, as every image D sees is treated."""
+    """Return D's input for ``images``: augmented, plus instance noise while it lasts."""
     config = trainer.config
     images = trainer.augmenter(images)
     std = instance_noise_std(config.instance_noise, config.instance_noise_steps, trainer.step)

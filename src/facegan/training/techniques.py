@@ -51,7 +51,9 @@ def instance_noise_std(initial: float, fade_steps: int, step: int) -> float:
     return initial * max(0.0, 1.0 - step / fade_steps)
 
 
-def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+def feature_matching_loss(
+    real_features: torch.Tensor, fake_features: torch.Tensor
+) -> torch.Tensor:
     """Return ||E f(x) - E f(G(z))||^2 over D's features f (Salimans et al. 2016)."""
     difference = real_features.detach().float().mean(0) - fake_features.float().mean(0)
     return difference.square().sum()
