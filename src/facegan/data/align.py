@@ -249,8 +249,8 @@ def render_quad(image: np.ndarray, quad: np.ndarray, size: int) -> np.ndarray:
     """Resample the quad of an HxWx3 uint8 image into a size x size image in one transform.
 
     The transform renders ``k`` samples per output pixel along each axis, where ``k`` is
-    the number of source pixels per output pixel rounded up, and averages each k x k
-    block, so every source pixel contributes and fine detail does not alias. When ``k``
+    the number of source pixels per output pixel rounded up. Averaging each k x k block
+    lets every source pixel contribute, so fine detail does not alias. When ``k``
     would exceed MAX_SUPERSAMPLE, blocks of source pixels are first averaged (a box filter,
     no interpolation), which brings ``k`` down to MAX_SUPERSAMPLE and bounds the cost.
     """
