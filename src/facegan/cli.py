@@ -69,6 +69,11 @@ def _register_prepare(subparsers) -> None:
 
 
 def _add_align_arguments(parser) -> None:
+    # Defaults come from the option classes, so the help and the library always agree.
+    from facegan.data.detect import FACE_RULES, DetectOptions
+    from facegan.data.facecrop import AlignOptions
+
+    detect, align = DetectOptions(), AlignOptions()
     group = parser.add_argument_group("face alignment (dlib)")
     group.add_argument(
         "--no-align", action="store_true",
@@ -76,38 +81,42 @@ def _add_align_arguments(parser) -> None:
         "(for folders of already-aligned crops)",
     )
     group.add_argument(
-        "--faces", choices=("largest", "all"), default="largest",
-        help="faces to keep from a photo with several: the largest, or all (default largest)",
+        "--faces", choices=FACE_RULES, default=detect.rule,
+        help=f"faces to keep from a photo with several: the largest, or all "
+        f"(default {detect.rule})",
     )
     group.add_argument(
-        "--landmarks", type=int, choices=(68, 5), default=68,
+        "--landmarks", type=int, choices=(68, 5), default=detect.landmarks,
         help="dlib landmark model: 68 points (iBUG 300-W, non-commercial) or 5 points "
-        "(no such restriction) (default 68)",
+        f"(no such restriction) (default {detect.landmarks})",
     )
     group.add_argument(
-        "--upsample", type=int, default=1,
-        help="times the detector doubles the photo to find small faces, 0-2 (default 1)",
+        "--upsample", type=int, default=detect.upsample,
+        help=f"times the detector doubles the photo to find small faces, 0-2 "
+        f"(default {detect.upsample})",
     )
     group.add_argument(
-        "--min-score", type=float, default=0.2,
-        help="detector score below which a box is not a face (default 0.2)",
+        "--min-score", type=float, default=detect.min_score,
+        help=f"detector score below which a box is not a face (default {detect.min_score})",
     )
     group.add_argument(
-        "--min-face", type=int, default=32,
-        help="smallest face box side to keep, in source pixels (default 32)",
+        "--min-face", type=int, default=detect.min_face,
+        help=f"smallest face box side to keep, in source pixels (default {detect.min_face})",
     )
     group.add_argument(
-        "--detect-size", type=int, default=1024,
-        help="longer side, in pixels, the photo is scaled down to for detection (default 1024)",
+        "--detect-size", type=int, default=detect.detect_size,
+        help="longer side, in pixels, the photo is scaled down to for detection "
+        f"(default {detect.detect_size})",
     )
     group.add_argument(
-        "--max-pad", type=float, default=0.4,
-        help="largest fraction of a crop that may lie outside the photo (default 0.4)",
+        "--max-pad", type=float, default=align.max_pad,
+        help=f"largest fraction of a crop that may lie outside the photo "
+        f"(default {align.max_pad})",
     )
     group.add_argument(
-        "--near-dup", type=int, default=24,
+        "--near-dup", type=int, default=align.near_duplicate,
         help="pHash Hamming distance (of 256 bits) up to which two aligned faces count as "
-        "duplicates; -1 turns the check off (default 24)",
+        f"duplicates; -1 turns the check off (default {align.near_duplicate})",
     )
 
 
