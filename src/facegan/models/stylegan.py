@@ -126,8 +126,12 @@ class Generator(nn.Module):
     """Map latents (N, z_dim) to images (N, 3, R, R) in [-1, 1] through styles.
 
     ``forward(z, truncation_psi)`` moves each w towards the tracked mean ``w_avg`` by
-    ``1 - truncation_psi``; ``truncation_psi=1`` leaves w unchanged.
+    ``1 - truncation_psi``; ``truncation_psi=1`` leaves w unchanged. Callers should pass
+    untruncated z and let the generator truncate in w.
     """
+
+    # Read by samplers: this generator truncates in w through forward's truncation_psi.
+    truncates_in_w = True
 
     def __init__(
         self,
