@@ -239,3 +239,14 @@ def test_nan_stops_when_retries_run_out(dataset32, tmp_path, monkeypatch):
     assert "non-finite loss_d at step 1" in message
     assert "stopped after 2 rollback(s)" in message
     assert "--nan-retries 2" in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on CPU-only machines")
+def test_cuda_preset_without_gpu_named(tmp_path):
+    from facegan.config import resolve_config
+    from facegan.training.loop import Trainer
+
+    config = resolve_config("faces-256", {})
+    images = torch.zeros(1, 3, 256, 256, dtype=torch.uint8)
+    with pytest.raises(UserError, match="invalid --device cuda"):
+        Trainer(config, images, tmp_path)
