@@ -2,8 +2,8 @@
 
     python bench/bench_evaluate.py [--samples 1000] [--large 10000] [--threads 2]
 
-Stages: generating the samples (a freshly initialised cpu-64 generator; speed does not
-depend on the weights), loading the real faces (UTKFace crops resized to 64x64), each
+Stages: generating the samples (a freshly initialised cpu-64 generator, because speed
+does not depend on the weights), loading the real faces (UTKFace crops resized to 64x64), each
 feature extractor on real faces and on samples, and the metric maths. Extractors run on
 ``--samples`` images; their time at ``--large`` images is extrapolated linearly,
 because each image costs the same. The metric maths does not scale linearly
@@ -88,6 +88,7 @@ def measure_large_metrics(count: int, dims: dict[str, int]) -> dict[str, float]:
 
 def render(args, generate_seconds, load_seconds, rows, large_metrics) -> str:
     scale = args.large / args.samples
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         START,
         "## facegan evaluate",
@@ -97,7 +98,7 @@ def render(args, generate_seconds, load_seconds, rows, large_metrics) -> str:
         f"{args.threads} threads, by `python bench/bench_evaluate.py --samples {args.samples} "
         f"--large {args.large}`. Generator: cpu-64 preset (DCGAN, 64x64). Real faces: "
         "UTKFace crops resized to 64x64. Each extractor sees N samples and N real faces; "
-        "KID uses 100 subsets of up to 1,000.",
+        f"KID uses 100 subsets of up to 1,000. Load average (1, 5, 15 min) at the end: {load}.",
         "",
         f"| stage | {args.samples:,} samples (measured) | {args.large:,} samples |",
         "|---|---:|---:|",
