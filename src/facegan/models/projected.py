@@ -7,9 +7,9 @@ shallow by fixed upsample-and-add 3x3 convolutions (cross-scale mixing). A small
 trainable discriminator per scale turns each mixed map into logits; the logits of every
 scale and position are averaged per image.
 
-Unlike the paper, which resizes every input to 256x256, images are fed at their own
-resolution to keep CPU training cheap; at 64x64 the four feature maps are 16, 8, 4 and
-2 pixels wide. The generator paired with it is FastGAN's, as in the paper.
+Images are fed at their own resolution, not resized to the 224x224 input EfficientNet
+was trained on, to keep CPU training cheap. At 64x64 the four feature maps are
+therefore 16, 8, 4 and 2 pixels wide. The generator paired with it is FastGAN's, as in the paper.
 """
 
 from __future__ import annotations
