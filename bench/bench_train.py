@@ -93,7 +93,7 @@ def load_faces(resolution: int, count: int) -> tuple[torch.Tensor, str]:
     if folder.is_dir():
         paths = sorted(folder.glob("*.jpg"))[:count]
         images = [
-            torch.from_numpy(np.asarray(center_crop_resize(load_rgb(p), resolution)))
+            torch.from_numpy(np.array(center_crop_resize(load_rgb(p), resolution)))
             for p in paths
         ]
         source = f"{len(paths)} UTKFace faces"
@@ -144,17 +144,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     config = resolve_config("cpu-64", {})
     images, source = load_faces(config.resolution, 512)
     ours, baseline = measure_training(config, images, args.rounds, args.steps)
     sampling = measure_sampling(config, args.rounds)
+    threads = torch.get_num_threads()
     body = f"""## Training and sampling, cpu-64 preset
 
-`python bench/bench_train.py` on {machine()}; data: {source}; batch {config.batch_size},
-64x64, generator width {config.g_channels}; median of {args.rounds} alternating rounds of
-{args.steps} steps.
+Command: `python bench/bench_train.py{f' --threads {args.threads}' if args.threads else ''}`.
+Machine: {machine()}. Data: {source}. Settings: batch {config.batch_size}, 64x64,
+generator width {config.g_channels}, {threads} torch thread(s), median of {args.rounds}
+alternating rounds of {args.steps} steps.
 
 | step | images/s | vs baseline |
 |---|---|---|
