@@ -26,7 +26,10 @@ def _positive(flag: str, value: int | None) -> None:
 
 
 def _add_sampling_arguments(parser) -> None:
-    parser.add_argument("run", type=Path, help="run folder (or checkpoint file) to evaluate")
+    parser.add_argument(
+        "run", type=Path, nargs="?", default=None,
+        help="run folder (or checkpoint file) to evaluate (default: the bundled model)",
+    )
     parser.add_argument(
         "--data", type=Path, required=True,
         help="dataset folder from 'facegan prepare', or a folder of face images",
@@ -45,6 +48,11 @@ def _add_sampling_arguments(parser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, help="images per feature batch (default 64)"
     )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="folder for the results (default: the run folder, or evaluation-bundled for "
+        "the bundled model)",
+    )
 
 
 def _register_evaluate(subparsers) -> None:
@@ -54,7 +62,7 @@ def _register_evaluate(subparsers) -> None:
         description="Generate --n samples, extract features of as many real training faces "
         "of DATA, and report Fréchet distance, KID (± standard error), k-NN precision and "
         "recall for each extractor, plus dlib's face-detection rate. Writes "
-        "RUN/evaluation.json and appends to RUN/evaluation.jsonl.",
+        "evaluation.json and appends to evaluation.jsonl in the run folder (or --out).",
     )
     _add_sampling_arguments(parser)
     parser.add_argument(
@@ -97,7 +105,7 @@ def _run_evaluate(args) -> int:
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
     )
-    results = evaluate_run(args.run, args.data, options)
+    results = evaluate_run(args.run, args.data, options, args.out)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0
 
@@ -108,7 +116,8 @@ def _register_novelty(subparsers) -> None:
         help="check whether a run's samples are new people or copies of training faces",
         description="Find each sample's nearest training face by identity (dlib descriptor "
         "distance) and by pixels, report the share of new identities, compare with held-out "
-        "real faces and draw the closest pairs. Writes RUN/novelty.json and PNGs.",
+        "real faces and draw the closest pairs. Writes novelty.json and PNGs to the run "
+        "folder (or --out).",
     )
     _add_sampling_arguments(parser)
     parser.add_argument(
@@ -159,7 +168,7 @@ def _run_novelty(args) -> int:
         batch_size=args.batch_size,
         pairs=args.pairs,
     )
-    summary = check_run_novelty(args.run, args.data, options)
+    summary = check_run_novelty(args.run, args.data, options, args.out)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 

@@ -154,11 +154,30 @@ def generate_samples(
     return generate(generator, latents.to(device), batch_size)
 
 
-def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
+def output_folder(run_dir: Path | None, out: Path | None) -> Path:
+    """Return where results go: ``out`` if given, else the run folder (or the checkpoint's).
+
+    The bundled model (``run_dir`` None) has no folder, so its results go to
+    ``evaluation-bundled`` in the working directory unless ``out`` is given.
+    """
+    if out is not None:
+        folder = Path(out)
+    elif run_dir is None:
+        folder = Path("evaluation-bundled")
+    else:
+        folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def evaluate_run(
+    run_dir: Path | None, data: Path, options: EvaluateOptions, out: Path | None = None
+) -> dict:
     """Generate samples from ``run_dir``, compare them with faces of ``data``, write JSON.
 
-    Returns the results dictionary, which is also written to ``RUN/evaluation.json`` and
-    appended as one line to ``RUN/evaluation.jsonl``.
+    ``run_dir`` None evaluates the bundled model. Returns the results dictionary, which
+    is also written to ``evaluation.json`` and appended as one line to
+    ``evaluation.jsonl`` in :func:`output_folder`.
     """
     from facegan.sampling import load_run
 
@@ -184,7 +203,8 @@ def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
         raise UserError(
             f"only {len(real_paths)} real faces in {data}; evaluation needs at least {minimum}"
         )
-    cache_dir = Path(run_dir) / CACHE_FOLDER if Path(run_dir).is_dir() else None
+    out_dir = output_folder(run_dir, out)
+    cache_dir = out_dir / CACHE_FOLDER
 
     metrics: dict[str, float] = {}
     for name in options.extractors:
@@ -203,7 +223,7 @@ def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
         seconds[f"metrics_{name}"] = time.perf_counter() - start
 
     results = {
-        "run": str(run_dir),
+        "run": run.source,
         "step": run.step,
         "data": str(data),
         "samples": int(len(samples)),
@@ -213,18 +233,15 @@ def evaluate_run(run_dir: Path, data: Path, options: EvaluateOptions) -> dict:
         "metrics": metrics,
         "seconds": seconds,
     }
-    write_results(Path(run_dir), results)
+    results["output"] = str(write_results(out_dir, results))
     return results
 
 
-def write_results(run_dir: Path, results: dict) -> Path | None:
-    """Write ``results`` to ``RUN/evaluation.json`` and append it to ``RUN/evaluation.jsonl``."""
-    if not run_dir.is_dir():
-        # A checkpoint file was passed instead of a run folder: write next to it.
-        run_dir = run_dir.parent
-    path = run_dir / RESULTS_NAME
+def write_results(out_dir: Path, results: dict) -> Path:
+    """Write ``results`` to ``evaluation.json`` and append it to ``evaluation.jsonl``."""
+    path = out_dir / RESULTS_NAME
     path.write_text(json.dumps(results, indent=2) + "\n")
-    with open(run_dir / HISTORY_NAME, "a", encoding="utf-8") as handle:
+    with open(out_dir / HISTORY_NAME, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(results) + "\n")
     return path
 

@@ -214,22 +214,24 @@ def _descriptors_and_pixels(paths, resolution, cache_dir, batch_size):
     return images, descriptors.values, pixel_vectors(images)
 
 
-def check_run_novelty(run_dir: Path, data: Path, options: NoveltyOptions) -> dict:
+def check_run_novelty(
+    run_dir: Path | None, data: Path, options: NoveltyOptions, out: Path | None = None
+) -> dict:
     """Generate samples from ``run_dir`` and compare them with the faces of ``data``.
 
-    Writes ``RUN/novelty.json``, ``RUN/novelty-identity-pairs.png``,
-    ``RUN/novelty-pixel-pairs.png`` and ``RUN/novelty-distances.png``, and returns the
+    ``run_dir`` None checks the bundled model. Writes ``novelty.json``,
+    ``novelty-identity-pairs.png``, ``novelty-pixel-pairs.png`` and
+    ``novelty-distances.png`` to ``out`` (default: the run folder), and returns the
     summary with the paths added.
     """
     from facegan.evaluation import plots, realdata
-    from facegan.evaluation.evaluate import CACHE_FOLDER, generate_samples
+    from facegan.evaluation.evaluate import CACHE_FOLDER, generate_samples, output_folder
     from facegan.evaluation.features import make_extractor
     from facegan.sampling import load_run
 
     if options.count < 1:
         raise UserError(f"invalid --n {options.count}; use 1 or more")
-    run_dir = Path(run_dir)
-    out_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    out_dir = output_folder(run_dir, out)
     run = load_run(run_dir, ema=options.ema)
     resolution = run.config.resolution
     samples = generate_samples(
@@ -258,7 +260,7 @@ def check_run_novelty(run_dir: Path, data: Path, options: NoveltyOptions) -> dic
     )
     summary = report.summary()
     summary.update(
-        run=str(run_dir),
+        run=run.source,
         step=run.step,
         data=str(data),
         training_faces=len(train_paths),
