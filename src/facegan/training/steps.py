@@ -1,7 +1,7 @@
 """One discriminator update and one generator update, with every configured loss term.
 
 Each update returns its loss terms by name; :func:`check_finite` raises
-``FloatingPointError`` naming the first non-finite term before any gradient reaches
+``FloatingPointError`` naming every non-finite term before any gradient reaches
 the weights, so that the loop can roll back.
 """
 
@@ -39,7 +39,7 @@ def d_input(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
 
 
 def _accuracy(config, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
-    """Share of reals and fakes on the right side of D's decision boundary."""
+    """Return the share of reals and fakes on the right side of D's decision boundary."""
     boundary = 0.5 if config.loss == "least-squares" else 0.0
     real_right = (real_logits.detach().float() > boundary).float().mean()
     fake_right = (fake_logits.detach().float() < boundary).float().mean()
