@@ -122,6 +122,25 @@ def test_render_downscale_averages_blocks():
     assert rendered.std() < 2
 
 
+def _centroid(pixels: np.ndarray) -> np.ndarray:
+    weights = pixels[..., 0].astype(np.float64)
+    rows, cols = np.indices(weights.shape)
+    return np.array([(cols * weights).sum(), (rows * weights).sum()]) / weights.sum()
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_render_large_crop_keeps_positions(size):
+    # A 512-px crop at 64 px takes the block-averaging path before the transform, and at
+    # 256 px it does not. Both must map a bright square to the same place.
+    image = np.zeros((512, 512, 3), dtype=np.uint8)
+    image[300:316, 100:116] = 255  # centre at (107.5, 307.5) in pixel indices
+    quad = np.array([[-0.5, -0.5], [-0.5, 511.5], [511.5, 511.5], [511.5, -0.5]])
+    rendered = align.render_quad(image, quad, size)
+    scale = size / 512
+    expected = (np.array([107.5, 307.5]) + 0.5) * scale - 0.5
+    np.testing.assert_allclose(_centroid(rendered), expected, atol=0.05)
+
+
 def test_render_pads_outside_photo():
     image = np.full((100, 100, 3), 200, dtype=np.uint8)
     image[:, :50] = 20
