@@ -264,13 +264,18 @@ def _register_demo(subparsers) -> None:
         "--minutes", type=float, default=10.0, help="training time in minutes (default 10)"
     )
     parser.add_argument("--workers", type=int, default=None, help="prepare's worker processes")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch CPU threads for training (default 0: torch's choice; 1 is often faster "
+        "on a machine shared with other busy processes)",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> int:
     from facegan.demo import run_demo
 
-    result = run_demo(args.data, args.out, args.minutes, args.workers)
+    result = run_demo(args.data, args.out, args.minutes, args.workers, args.threads)
     print(f"trained {result.step} steps ({result.images_seen / 1000:.1f} kimg) "
           f"in {result.seconds / 60:.1f} min")
     print(f"training grids: {args.out / 'run' / 'samples'}")
@@ -308,3 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"facegan {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # prepare and train keep what they finished, so running the command again resumes.
+        print(f"facegan {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except OSError as error:
+        # A path that is a file where a folder belongs, a full disk, missing permissions.
+        print(f"facegan {args.command}: error: {error}", file=sys.stderr)
+        return 1

@@ -42,13 +42,15 @@ def _dataset_for(data: Path, out: Path, resolution: int, workers: int | None) ->
     return dataset
 
 
-def run_demo(data: Path, out: Path, minutes: float, workers: int | None = None) -> DemoResult:
+def run_demo(
+    data: Path, out: Path, minutes: float, workers: int | None = None, threads: int = 0
+) -> DemoResult:
     """Prepare ``data``, train ``cpu-64`` for ``minutes`` in total and write 64 samples.
 
     A second call with the same ``out`` resumes the run until the total reaches ``minutes``.
     """
     data, out = Path(data), Path(out)
-    config = resolve_config(DEMO_PRESET, {"minutes": minutes})
+    config = resolve_config(DEMO_PRESET, {"minutes": minutes, "threads": threads})
     dataset = _dataset_for(data, out, config.resolution, workers)
     run_dir = out / "run"
     resume = (run_dir / CHECKPOINT_NAME).exists()

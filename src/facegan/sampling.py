@@ -62,14 +62,28 @@ def load_run(run_dir: Path | None, ema: bool = True) -> LoadedRun:
     return LoadedRun(generator, discriminator, config, checkpoint["step"], str(run_dir))
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts a signed 64-bit integer
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"invalid --seed {seed}; use an integer from 0 to {MAX_SEED}")
+
+
+def check_output_folder(out: Path) -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder for the samples")
+
+
 def check_truncation(psi: float) -> None:
-    if not 0.0 <= psi <= 1.0:
+    if not 0.0 <= psi <= 1.0:  # also rejects NaN
         raise UserError(f"invalid --truncation {psi}; use a value in [0, 1] (1: no truncation)")
 
 
 def sample_latents(count: int, z_dim: int, seed: int, truncation_psi: float = 1.0) -> torch.Tensor:
     """Draw ``count`` latents for ``seed`` and truncate them towards zero by ``truncation_psi``."""
     check_truncation(truncation_psi)
+    check_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     return torch.randn(count, z_dim, generator=rng) * truncation_psi
 
@@ -88,6 +102,7 @@ def generate(
 def write_samples(images: np.ndarray, out: Path, seed: int) -> tuple[list[Path], Path]:
     """Write each image as ``seedS-NNNN.png`` and all of them as ``grid.png`` in ``out``."""
     out = Path(out)
+    check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, image in enumerate(images):
@@ -116,6 +131,8 @@ def sample(
     if count < 1:
         raise UserError(f"invalid --n {count}; use 1 or more")
     check_truncation(truncation_psi)
+    check_seed(seed)
+    check_output_folder(out)
     run = load_run(run_dir, ema=ema)
     if selection is not None and selection.active:
         from facegan.evaluation.selection import sample_with_selection

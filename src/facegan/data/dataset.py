@@ -43,7 +43,14 @@ def _manifest_paths(root: Path) -> list[Path] | None:
     return paths
 
 
-def _load_folder(root: Path, resolution: int) -> list[np.ndarray]:
+def _square(image: Image.Image, resolution: int, upscaled: list[int]) -> np.ndarray:
+    """Centre-crop and resize ``image``; count images that had to be enlarged in ``upscaled``."""
+    if min(image.size) < resolution:
+        upscaled[0] += 1
+    return np.asarray(center_crop_resize(image, resolution))
+
+
+def _load_folder(root: Path, resolution: int, upscaled: list[int]) -> list[np.ndarray]:
     paths = _manifest_paths(root)
     if paths is None:
         paths = list_images(root)
@@ -54,11 +61,11 @@ def _load_folder(root: Path, resolution: int) -> list[np.ndarray]:
         except (ImageDecodeError, FileNotFoundError) as error:
             log.warning("skipped %s: %s", path, error)
             continue
-        images.append(np.asarray(center_crop_resize(image, resolution)))
+        images.append(_square(image, resolution, upscaled))
     return images
 
 
-def _load_zip(path: Path, resolution: int) -> list[np.ndarray]:
+def _load_zip(path: Path, resolution: int, upscaled: list[int]) -> list[np.ndarray]:
     images = []
     with zipfile.ZipFile(path) as archive:
         names = sorted(
@@ -72,17 +79,18 @@ def _load_zip(path: Path, resolution: int) -> list[np.ndarray]:
             except (OSError, SyntaxError, ValueError) as error:
                 log.warning("skipped %s in %s: %s", name, path, error)
                 continue
-            images.append(np.asarray(center_crop_resize(rgb, resolution)))
+            images.append(_square(rgb, resolution, upscaled))
     return images
 
 
 def load_images(data: Path, resolution: int) -> torch.Tensor:
     """Load every training image under ``data`` as a uint8 tensor of shape (N, 3, R, R)."""
     data = Path(data)
+    upscaled = [0]
     if data.is_dir():
-        images = _load_folder(data, resolution)
+        images = _load_folder(data, resolution, upscaled)
     elif data.is_file() and zipfile.is_zipfile(data):
-        images = _load_zip(data, resolution)
+        images = _load_zip(data, resolution, upscaled)
     else:
         raise UserError(
             f"dataset {data} not found or not a folder or ZIP file; "
@@ -90,6 +98,12 @@ def load_images(data: Path, resolution: int) -> torch.Tensor:
         )
     if not images:
         raise UserError(f"no readable images in {data}; check the path or run 'facegan prepare'")
+    if upscaled[0]:
+        log.warning(
+            "%d of %d images in %s are smaller than %dx%d and were enlarged, which blurs "
+            "them; prepare the data at --size %d or more, or train at a lower --resolution",
+            upscaled[0], len(images), data, resolution, resolution, resolution,
+        )
     stacked = torch.from_numpy(np.stack(images))  # NHWC uint8
     log.info("loaded %d images from %s at %dx%d", len(images), data, resolution, resolution)
     return stacked.permute(0, 3, 1, 2).contiguous()
