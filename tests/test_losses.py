@@ -123,3 +123,29 @@ def test_lazy_r1_every_k_steps(dataset32, tmp_path):
     with_penalty = [r["step"] for r in _stats(tmp_path / "lazy") if "r1_penalty" in r]
     # D updates 0 and 2 (steps 1 and 3) are regularised.
     assert with_penalty == [1, 3]
+
+
+PENALTY_STEP = """
+import torch
+from pathlib import Path
+from facegan.config import resolve_config
+from facegan.training.loop import Trainer
+torch.set_num_threads(1)
+config = resolve_config("test-32", {
+    "architecture": "resnet", "resolution": 128, "batch_size": 32, "precision": "bf16",
+    "loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "d_channels": 16, "g_channels": 16,
+    "max_channels": 256,
+})
+images = torch.zeros(32, 3, 128, 128, dtype=torch.uint8)
+Trainer(config, images, Path("unused")).train_step()
+"""
+
+
+def test_penalty_step_bf16_128_survives():
+    """The bf16 double backward of a 128x128 residual D killed torch 2.13 with SIGFPE."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PENALTY_STEP], capture_output=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]

@@ -7,6 +7,7 @@ the weights, so that the loop can roll back.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,16 @@ def _regularise_now(trainer: Trainer) -> bool:
     return lazy and trainer.d_updates % config.r1_every == 0
 
 
+def _penalty_precision(trainer: Trainer, double_backward: bool):
+    """Return the autocast context for a D pass, or fp32 when a gradient penalty needs it.
+
+    Passes that a gradient penalty differentiates twice run in fp32: on torch 2.13 (CPU)
+    the double backward of bf16 convolutions crashed the process with SIGFPE for a
+    residual D at 128x128 with batch 32.
+    """
+    return contextlib.nullcontext() if double_backward else trainer.autocast()
+
+
 def _discriminator_terms(
     trainer: Trainer, real: torch.Tensor, fake: torch.Tensor, regularise: bool
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -61,13 +72,15 @@ def _discriminator_terms(
     fake_in = d_input(trainer, fake.detach())
     penalise_real = regularise and config.r1_gamma > 0
     penalise_fake = regularise and config.r2_gamma > 0
+    # Penalised passes run in fp32 (see _penalty_precision), so their inputs are cast.
     if penalise_real:
-        real_in = real_in.detach().requires_grad_(True)
+        real_in = real_in.detach().float().requires_grad_(True)
     if penalise_fake:
-        fake_in = fake_in.detach().requires_grad_(True)
+        fake_in = fake_in.detach().float().requires_grad_(True)
     reconstruct = config.architecture == "fastgan" and config.reconstruction_weight > 0
-    with trainer.autocast():
+    with _penalty_precision(trainer, penalise_real):
         real_out = discriminator.forward_parts(real_in, reconstruct=reconstruct)
+    with _penalty_precision(trainer, penalise_fake):
         fake_out = discriminator.forward_parts(fake_in)
     terms = {
         "loss_d": losses.d_loss(config.loss, real_out.logits, fake_out.logits,
@@ -83,8 +96,8 @@ def _discriminator_terms(
         r2 = losses.gradient_norm_penalty(fake_out.logits, fake_in)
         terms["r2_penalty"] = config.r2_gamma / 2 * config.r1_every * r2
     if config.loss == "wgan-gp":
-        mixed = losses.interpolate(real_in, fake_in)
-        with trainer.autocast():
+        mixed = losses.interpolate(real_in.float(), fake_in.float())
+        with _penalty_precision(trainer, True):
             mixed_logits = discriminator(mixed)
         terms["gradient_penalty"] = config.gp_weight * losses.gradient_penalty(mixed_logits, mixed)
     return terms, real_out.logits, fake_out.logits
