@@ -3,7 +3,7 @@
 Usage::
 
     python bench/bench_prepare.py [--photos DIR] [--size 256] [--workers N] [--rounds 2]
-                                  [--repeat 2] [--grid docs/images/aligned_photos.png]
+                                  [--repeat 2] [--grid /tmp/aligned.png]
 
 Each round runs prepare on the photo folder once with 1 worker and once with N workers
 (default: all cores), each into a fresh temporary folder. The best round of each is kept,
