@@ -76,6 +76,15 @@ def test_augment_keeps_gradients_and_shape():
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 
+def test_translation_of_bf16_batches_finite():
+    torch.manual_seed(0)
+    for _ in range(10):
+        images = (torch.rand(32, 3, 128, 128) * 2 - 1).to(torch.bfloat16)
+        shifted = augment.translation(images.contiguous(memory_format=torch.channels_last), 1.0)
+        assert shifted.dtype == torch.bfloat16
+        assert torch.isfinite(shifted).all()
+
+
 def test_cutout_zeroes_quarter_of_pixels():
     images = torch.ones(3, 3, 16, 16)
     out = augment.cutout(images, 1.0)

@@ -45,9 +45,10 @@ def translation(images: torch.Tensor, p: float) -> torch.Tensor:
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     theta[:, 0, 2] = shifts[:, 0] * 2 / w
     theta[:, 1, 2] = shifts[:, 1] * 2 / h
-    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False).to(images.dtype)
-    shifted = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros",
-                            align_corners=False)
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    # Sampled in fp32: on torch 2.13 (CPU) grid_sample returned NaN for some bf16 batches.
+    shifted = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros",
+                            align_corners=False).to(images.dtype)
     return torch.where(_per_image(images, p), shifted, images)
 
 
