@@ -141,19 +141,23 @@ def main() -> None:
             f"| {row['flops'] / 1e9:.2f} | {row['achieved'] / 1e9:.1f} "
             f"| {row['achieved'] / peak['bf16']:.0%} |"
         )
-    settings = "; ".join(
-        f"{name}: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "preset")
+    settings = "\n".join(
+        f"- {name}: " + (", ".join(f"`{k}={v}`" for k, v in values.items()) or "the preset")
         for name, values in SETTINGS.items()
     )
     body = f"""## Training speed and FLOPs per architecture
 
-`python bench/bench_models.py` on {machine()}, {args.threads} torch thread(s); data:
-{source} (and the same at 64x64); batch {args.batch_size}, bf16 autocast, cpu-64 preset
-with these overrides: {settings}. Images/s counts real images shown to D per second, the
-median of {args.rounds} rounds of {args.steps} steps. FLOPs per image are those of one
-training step (D update, G update) divided by the batch, counted by FlopCounterMode on a
-step without the lazy R1 penalty (stylegan pays it every 4th step on top).
-Peak: the best rate of a 2048x2048 matrix product in the same run,
+`python bench/bench_models.py` on {machine()}, with {args.threads} torch thread(s).
+Data: {source}, resized to each resolution. Batch {args.batch_size}, bf16 autocast, the
+cpu-64 preset with these overrides:
+
+{settings}
+
+Images/s counts real images shown to D per second, the median of {args.rounds} rounds of
+{args.steps} steps. FLOPs per image are those of one training step (D update, G update)
+divided by the batch, counted by FlopCounterMode with grouped convolutions' backward
+corrected. The count skips the lazy R1 penalty, which stylegan pays every 4th step on
+top. Peak: the best rate of a 2048x2048 matrix product in the same run,
 {peak['bf16'] / 1e9:.1f} GFLOP/s in bf16 and {peak['fp32'] / 1e9:.1f} GFLOP/s in fp32.
 The machine was shared with other jobs, so rates are lower bounds.
 
