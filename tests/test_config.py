@@ -109,3 +109,15 @@ def test_cli_unknown_flag_suggests(capsys, tmp_path):
     error = capsys.readouterr().err
     assert "--batchsize: did you mean --batch-size" in error
     assert "facegan train --help" in error
+
+
+@pytest.mark.parametrize("flag", ["minutes", "g_lr", "ema_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_float_rejected(flag, value):
+    with pytest.raises(UserError, match="use a finite number"):
+        resolve_config("cpu-64", {flag: value})
+
+
+def test_seed_out_of_range_rejected():
+    with pytest.raises(UserError, match="invalid --seed"):
+        resolve_config("cpu-64", {"seed": 2**70})

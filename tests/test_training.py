@@ -172,3 +172,48 @@ def test_sigint_saves_checkpoint(dataset32, tmp_path):
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["step"] >= 2
     assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
+
+
+def test_minutes_limit_applies_per_call(dataset32, tmp_path):
+    run_dir = tmp_path / "run"
+    first = train(dataset32, run_dir, tiny_config(steps=100000, minutes=0.002))
+    assert first.stop_reason == "minutes"
+    second = train(dataset32, run_dir, tiny_config(steps=100000, minutes=0.002), resume=True)
+    assert second.step > first.step
+    assert second.stop_reason == "minutes"
+
+
+def test_resume_rejects_other_dataset(dataset32, trained_run, tmp_path):
+    from PIL import Image
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for index in range(3):
+        Image.new("RGB", (32, 32), (index * 60, 90, 120)).save(other / f"{index}.png")
+    with pytest.raises(UserError, match=r"trained on \d+ images from .* has 3"):
+        train(other, trained_run, tiny_config(steps=8), resume=True)
+
+
+def test_second_trainer_on_same_folder_rejected(dataset32, tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running trainer holds it
+        with pytest.raises(UserError, match="another 'facegan train' is using"):
+            train(dataset32, run_dir, tiny_config())
+    assert not (run_dir / "checkpoint.pt").exists()
+
+
+def test_out_that_is_a_file_rejected(dataset32, tmp_path):
+    path = tmp_path / "not_a_folder"
+    path.write_text("")
+    with pytest.raises(UserError, match="is a file"):
+        train(dataset32, path, tiny_config())
+
+
+def test_failed_resume_creates_no_folder(dataset32, tmp_path):
+    with pytest.raises(UserError):
+        train(dataset32, tmp_path / "missing", tiny_config(), resume=True)
+    assert not (tmp_path / "missing").exists()

@@ -203,9 +203,13 @@ def _run_train(args) -> int:
             print(f"{name} parameters: {sum(p.numel() for p in net.parameters()):,}")
         return 0
     result = train(args.data, args.out, config, resume=args.resume)
-    state = "stopped early" if result.interrupted else "finished"
-    print(f"{state} at step {result.step} ({result.images_seen / 1000:.1f} kimg, "
-          f"{result.seconds / 60:.1f} min)")
+    reasons = {
+        "steps": f"reached --steps {config.steps}",
+        "minutes": f"trained --minutes {config.minutes:g} in this call; --resume continues",
+        "signal": "stopped by a signal; --resume continues",
+    }
+    print(f"step {result.step} ({result.images_seen / 1000:.1f} kimg, "
+          f"{result.seconds / 60:.1f} min of training in total): {reasons[result.stop_reason]}")
     print(f"checkpoint: {result.checkpoint}")
     print(f"samples: {result.grid}")
     return 0

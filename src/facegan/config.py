@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -43,6 +44,9 @@ RESUMABLE_FIELDS = frozenset(
         "nan_retries",
     }
 )
+
+# torch.Generator.manual_seed takes a signed 64-bit integer, and seeds derive from seed + 3.
+MAX_SEED = 2**63 - 4
 
 POWERS_OF_TWO = (32, 64, 128, 256, 512, 1024)
 
@@ -115,6 +119,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UserError naming the first invalid option and its allowed values."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "float" and not math.isfinite(value):
+                raise UserError(f"invalid --{_flag(field.name)} {value}; use a finite number")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"invalid --seed {self.seed}; use an integer from 0 to {MAX_SEED}")
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:

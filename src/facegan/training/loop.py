@@ -52,6 +52,7 @@ class TrainResult:
     checkpoint: Path
     grid: Path | None
     interrupted: bool
+    stop_reason: str = "steps"  # "steps", "minutes" or "signal"
 
 
 def check_resume(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
@@ -145,6 +146,7 @@ class Trainer:
             self.history_g = HistoricalAverage(self.generator)
             self.history_d = HistoricalAverage(self.discriminator)
         self.recovery = Recovery(config.nan_retries, config.nan_lr_factor)
+        self.data_info: dict | None = None  # path and image count of the training set
         self.last_real = self.last_fake = None
         self.step = 0
         self.d_updates = 0
@@ -243,6 +245,7 @@ class Trainer:
             "augment": self.augmenter.state_dict(),
             "historical_average": history,
             "recovery": self.recovery.state_dict(),
+            "data": self.data_info,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -346,29 +349,79 @@ def train(data: Path, run_dir: Path, config: TrainConfig, resume: bool = False) 
     ``run_dir/checkpoint.pt`` exactly as if it had not stopped.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; pass a folder for the run")
     checkpoint = check_resume(run_dir, config, resume)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    images = load_images(data, config.resolution)
-    trainer = Trainer(config, images, run_dir)
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        log.info("resumed %s at step %d", run_dir, trainer.step)
-    trainer.recovery.remember(trainer.state_dict())
-    save_config(config, run_dir / "config.json")
-    stats_path = run_dir / "stats.jsonl"
-    _truncate_stats(stats_path, trainer.step)
-    return _run_loop(trainer, stats_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run_dir):
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        images = load_images(data, config.resolution)
+        data_info = {"path": str(Path(data).resolve()), "images": len(images)}
+        if checkpoint is not None:
+            _check_same_data(checkpoint.get("data"), data_info, run_dir)
+        trainer = Trainer(config, images, run_dir)
+        trainer.data_info = data_info
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint)
+            log.info("resumed %s at step %d", run_dir, trainer.step)
+        if trainer.step >= config.steps:
+            log.warning(
+                "the run is already at step %d and --steps is %d; raise --steps to train further",
+                trainer.step, config.steps,
+            )
+        trainer.recovery.remember(trainer.state_dict())
+        save_config(config, run_dir / "config.json")
+        stats_path = run_dir / "stats.jsonl"
+        _truncate_stats(stats_path, trainer.step)
+        return _run_loop(trainer, stats_path)
 
 
-def _time_up(trainer: Trainer) -> bool:
-    return trainer.config.minutes > 0 and trainer.seconds >= trainer.config.minutes * 60
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Hold an exclusive lock on ``run_dir`` so that two trainings never share one folder."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks through fcntl, so the folder is unguarded.
+        yield
+        return
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another 'facegan train' is using {run_dir}; wait for it to finish or "
+                "choose another --out"
+            ) from None
+        yield
 
 
-def _estimated_total_steps(trainer: Trainer, record: dict) -> int:
+def _check_same_data(saved: dict | None, current: dict, run_dir: Path) -> None:
+    """Reject resuming on a dataset of another size; warn when only its path changed."""
+    if saved is None:
+        return
+    if saved["images"] != current["images"]:
+        raise UserError(
+            f"--resume: the run in {run_dir} trained on {saved['images']} images from "
+            f"{saved['path']}, but {current['path']} has {current['images']}; pass the "
+            "same dataset, or start a new run with another --out"
+        )
+    if saved["path"] != current["path"]:
+        log.warning(
+            "resuming on %s; the run trained on %s (same image count)",
+            current["path"], saved["path"],
+        )
+
+
+def _time_up(trainer: Trainer, session_start: float) -> bool:
+    """Return whether this call has trained for ``--minutes`` (each call gets the full budget)."""
+    minutes = trainer.config.minutes
+    return minutes > 0 and trainer.seconds - session_start >= minutes * 60
+
+
+def _estimated_total_steps(trainer: Trainer, record: dict, session_start: float) -> int:
     """Estimate the step at which the --minutes limit stops the run, for the bar's ETA."""
-    seconds_left = trainer.config.minutes * 60 - trainer.seconds
+    seconds_left = trainer.config.minutes * 60 - (trainer.seconds - session_start)
     steps_per_second = record["images_per_second"] / _images_per_step(trainer.config)
     estimate = trainer.step + max(0, int(seconds_left * steps_per_second))
     return min(trainer.config.steps, estimate)
@@ -379,12 +432,17 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
     grid_path = None
     checkpoint_path = trainer.run_dir / CHECKPOINT_NAME
     window = _StatsWindow()
+    session_start = trainer.seconds
     progress = tqdm(
         total=config.steps, initial=trainer.step, unit="step", desc="train", dynamic_ncols=True
     )
     stats_file = open(stats_path, "a")
     with _StopRequest() as stop:
-        while trainer.step < config.steps and not _time_up(trainer) and not stop.requested:
+        while (
+            trainer.step < config.steps
+            and not _time_up(trainer, session_start)
+            and not stop.requested
+        ):
             started = time.perf_counter()
             try:
                 values = trainer.train_step()
@@ -408,7 +466,7 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
                 stats_file.write(json.dumps(record) + "\n")
                 stats_file.flush()
                 if config.minutes > 0:
-                    progress.total = _estimated_total_steps(trainer, record)
+                    progress.total = _estimated_total_steps(trainer, record, session_start)
                 progress.set_postfix(
                     img_s=record["images_per_second"],
                     loss_g=f"{record['loss_g']:.3f}",
@@ -424,6 +482,12 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
             grid_path = trainer.sample_grid()
         if trainer.step % config.checkpoint_every != 0 or not checkpoint_path.exists():
             checkpoint_path = trainer.save()
+    if stop.requested:
+        stop_reason = "signal"
+    elif trainer.step >= config.steps:
+        stop_reason = "steps"
+    else:
+        stop_reason = "minutes"
     return TrainResult(
         step=trainer.step,
         images_seen=trainer.images_seen,
@@ -431,4 +495,5 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
         checkpoint=checkpoint_path,
         grid=grid_path,
         interrupted=stop.requested,
+        stop_reason=stop_reason,
     )
