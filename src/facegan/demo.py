@@ -45,9 +45,9 @@ def _dataset_for(data: Path, out: Path, resolution: int, workers: int | None) ->
 def run_demo(
     data: Path, out: Path, minutes: float, workers: int | None = None, threads: int = 0
 ) -> DemoResult:
-    """Prepare ``data``, train ``cpu-64`` for ``minutes`` in total and write 64 samples.
+    """Prepare ``data``, train ``cpu-64`` for ``minutes`` and write 64 samples.
 
-    A second call with the same ``out`` resumes the run until the total reaches ``minutes``.
+    A second call with the same ``out`` resumes the run and trains ``minutes`` more.
     """
     data, out = Path(data), Path(out)
     config = resolve_config(DEMO_PRESET, {"minutes": minutes, "threads": threads})
