@@ -178,3 +178,32 @@ def test_manifest_records_fields(face_folder, tmp_path):
         assert key in record
     header = json.loads((out / "dataset.json").read_text())
     assert header["size"] == 32
+
+
+def test_output_inside_source_not_reread(face_folder, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(face_folder, src)
+    prepare(src, src / "out", size=32, workers=1)
+    again = prepare(src, src / "out", size=32, workers=1)
+    assert again.found == 24
+    assert again.written == 0
+
+
+def test_empty_source_rejected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no .jpg"):
+        prepare(tmp_path / "empty", tmp_path / "out", size=32)
+
+
+def test_source_file_rejected(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match="is a file"):
+        prepare(path, tmp_path / "out", size=32)
+
+
+def test_zero_workers_rejected(face_folder, tmp_path):
+    with pytest.raises(UserError, match="--workers 0"):
+        prepare(face_folder, tmp_path / "out", size=32, workers=0)

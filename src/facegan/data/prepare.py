@@ -36,6 +36,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -218,8 +219,14 @@ def _process_one(task: _Task) -> _Outcome:
     return _Outcome(record, faces=faces)
 
 
+def _ignore_sigint() -> None:
+    """Leave Ctrl-C to the main process, which stops the pool and reports once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _init_worker(points: int) -> None:
     """Load the dlib models once in a spawned worker and keep torch, if loaded, to one thread."""
+    _ignore_sigint()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     try:
@@ -252,7 +259,7 @@ def _spawn_pool(workers: int, initializer, initargs: tuple):
 def _open_pool(workers: int, align: AlignOptions | None):
     """Start the worker processes for a run, with the dlib models loaded when aligning."""
     if align is None:
-        return _spawn_pool(workers, None, ())
+        return _spawn_pool(workers, _ignore_sigint, ())
     points = align.detect.landmarks
     if _fork_available():
         # Forked workers share the models this process loads (copy-on-write), so they start
@@ -260,7 +267,7 @@ def _open_pool(workers: int, align: AlignOptions | None):
         # even when torch was imported, because dlib's wheel links no OpenMP or BLAS and
         # the workers never call torch.
         load_models(points)
-        return multiprocessing.get_context("fork").Pool(workers)
+        return multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint)
     return _spawn_pool(workers, _init_worker, (points,))
 
 
@@ -279,6 +286,8 @@ def _results(tasks: list[_Task], workers: int):
 
 
 def _validate(src: Path, size: int, workers: int | None, holdout: float, align) -> int:
+    if src.exists() and not src.is_dir():
+        raise UserError(f"SRC {src} is a file, not a folder; pass the folder that holds it")
     if not src.is_dir():
         raise UserError(f"source folder {src} not found; pass a folder of images as SRC")
     low, high = (align_module.MIN_SIZE, align_module.MAX_SIZE) if align else (MIN_SIZE, MAX_SIZE)
@@ -286,7 +295,8 @@ def _validate(src: Path, size: int, workers: int | None, holdout: float, align) 
         raise UserError(f"invalid --size {size}; use a value from {low} to {high}")
     if not 0.0 <= holdout < 1.0:
         raise UserError(f"invalid --holdout {holdout}; use a fraction from 0 to below 1")
-    workers = workers or os.cpu_count() or 1
+    if workers is None:
+        workers = os.cpu_count() or 1
     if workers < 1:
         raise UserError(f"invalid --workers {workers}; use 1 or more")
     if align is not None:
@@ -306,9 +316,14 @@ def _completed_sources(records: list[dict]) -> set:
     return {key for key, count in counts.items() if count >= expected[key]}
 
 
-def _pending_tasks(src: Path, size: int, done: set, align) -> tuple[list[_Task], int]:
+def _pending_tasks(
+    src: Path, out: Path, size: int, done: set, align
+) -> tuple[list[_Task], int]:
     tasks, resumed = [], 0
+    out = out.resolve()
     for path in list_images(src):
+        if path.resolve().is_relative_to(out):
+            continue  # OUT inside SRC: the dataset's own PNGs are not new photos
         relative = path.relative_to(src).as_posix()
         stat = path.stat()
         if _source_key(relative, stat.st_size, stat.st_mtime_ns) in done:
@@ -370,7 +385,11 @@ def prepare(
     _check_dataset_header(out, size, aligned=align is not None)
 
     records = read_manifest(out)
-    tasks, resumed = _pending_tasks(src, size, _completed_sources(records), align)
+    tasks, resumed = _pending_tasks(src, out, size, _completed_sources(records), align)
+    if not tasks and not resumed:
+        raise UserError(
+            f"no .jpg, .jpeg, .png or .webp files found under {src}; check the SRC folder"
+        )
     summary = PrepareSummary(found=len(tasks) + resumed, resumed=resumed, out=out)
     log.info("%d images found, %d already done, %d to process", summary.found, resumed, len(tasks))
 
