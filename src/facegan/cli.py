@@ -19,7 +19,9 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
-            self.error(_unknown_message(unknown, parsed))
+            # The command's own parser prints its usage line, which lists its options.
+            parser = getattr(parsed, "command_parser", None) or self
+            parser.error(_unknown_message(unknown, parsed))
         return parsed
 
 

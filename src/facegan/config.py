@@ -260,6 +260,8 @@ def load_preset(name_or_path: str) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
         text, source = path.read_text(encoding="utf-8"), str(path)
+    elif path.suffix == ".toml":
+        raise UserError(f"preset file {path} not found; check the --preset path")
     elif name_or_path in preset_names():
         resource = resources.files("facegan") / "presets" / f"{name_or_path}.toml"
         text, source = resource.read_text(encoding="utf-8"), f"preset {name_or_path}"

@@ -357,6 +357,12 @@ def train(data: Path, run_dir: Path, config: TrainConfig, resume: bool = False) 
         if config.threads:
             torch.set_num_threads(config.threads)
         images = load_images(data, config.resolution)
+        if len(images) < config.batch_size:
+            log.warning(
+                "the dataset has %d images, fewer than --batch-size %d, so every batch repeats "
+                "images; a GAN trained on so few faces copies them",
+                len(images), config.batch_size,
+            )
         data_info = {"path": str(Path(data).resolve()), "images": len(images)}
         if checkpoint is not None:
             _check_same_data(checkpoint.get("data"), data_info, run_dir)
