@@ -217,3 +217,15 @@ def test_failed_resume_creates_no_folder(dataset32, tmp_path):
     with pytest.raises(UserError):
         train(dataset32, tmp_path / "missing", tiny_config(), resume=True)
     assert not (tmp_path / "missing").exists()
+
+
+def test_metrics_logged_during_training(dataset32, tmp_path):
+    pytest.importorskip("dlib", reason="dlib (the faces extra) is not installed")
+    run_dir = tmp_path / "run"
+    train(dataset32, run_dir, tiny_config(steps=2, eval_every=2, eval_count=8))
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["step"] == 2
+    assert "fd_dlib" in record
+    assert torch.isfinite(torch.tensor(record["fd_dlib"]))

@@ -41,6 +41,7 @@ SMOOTHABLE_LOSSES = ("nonsaturating", "least-squares")
 RESUMABLE_FIELDS = frozenset(
     {
         "steps", "minutes", "log_every", "sample_every", "checkpoint_every", "threads",
+        "eval_every", "eval_count",
         "nan_retries",
     }
 )
@@ -81,6 +82,8 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints
     grid_size: int = 64  # images in each sample grid (fixed latents)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    eval_every: int = 0  # steps between dlib-descriptor FD/KID checks in metrics.jsonl (0: off)
+    eval_count: int = 500  # samples and real faces per check during training
     # Architecture details.
     spectral_norm: bool = False  # spectral norm on D's layers (resnet, fastgan, projected: always)
     minibatch_std: bool = False  # append the minibatch standard deviation before D's head
@@ -138,8 +141,12 @@ class TrainConfig:
             )
         positive = (
             "z_dim g_channels d_channels max_channels batch_size steps "
-            "log_every sample_every checkpoint_every grid_size"
+            "log_every sample_every checkpoint_every grid_size eval_count"
         )
+        if self.eval_every < 0:
+            raise UserError(f"invalid --eval-every {self.eval_every}; use 0 (off) or more")
+        if 0 < self.eval_count < 6:
+            raise UserError(f"invalid --eval-count {self.eval_count}; use 6 or more")
         for name in positive.split():
             if getattr(self, name) < 1:
                 raise UserError(f"invalid --{_flag(name)} {getattr(self, name)}; use 1 or more")

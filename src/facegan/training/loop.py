@@ -419,6 +419,38 @@ def _check_same_data(saved: dict | None, current: dict, run_dir: Path) -> None:
         )
 
 
+class _TrainingEvaluator:
+    """Score the EMA generator with dlib-descriptor FD and KID every ``eval_every`` steps.
+
+    The real faces' descriptors are computed at the first check and reused. Each check
+    appends one JSON line to ``RUN/metrics.jsonl``; its time is not counted as training.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.real = None
+
+    def run(self, trainer: Trainer) -> None:
+        from facegan.evaluation.evaluate import quick_metrics, real_features_for_training
+
+        config = trainer.config
+        started = time.perf_counter()
+        if self.real is None:
+            self.real = real_features_for_training(
+                Path(trainer.data_info["path"]), config.resolution, count=config.eval_count
+            )
+        metrics = quick_metrics(trainer.generator_ema, self.real, count=config.eval_count)
+        record = {"step": trainer.step, "kimg": round(trainer.images_seen / 1000, 3), **metrics}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.info(
+            "step %d: %s (%.0f s)",
+            trainer.step,
+            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+            time.perf_counter() - started,
+        )
+
+
 def _time_up(trainer: Trainer, session_start: float) -> bool:
     """Return whether this call has trained for ``--minutes`` (each call gets the full budget)."""
     minutes = trainer.config.minutes
@@ -438,6 +470,7 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
     grid_path = None
     checkpoint_path = trainer.run_dir / CHECKPOINT_NAME
     window = _StatsWindow()
+    evaluator = _TrainingEvaluator(trainer.run_dir / "metrics.jsonl")
     session_start = trainer.seconds
     progress = tqdm(
         total=config.steps, initial=trainer.step, unit="step", desc="train", dynamic_ncols=True
@@ -480,6 +513,8 @@ def _run_loop(trainer: Trainer, stats_path: Path) -> TrainResult:
                 )
             if trainer.step % config.sample_every == 0:
                 grid_path = trainer.sample_grid()
+            if config.eval_every and trainer.step % config.eval_every == 0:
+                evaluator.run(trainer)
             if trainer.step % config.checkpoint_every == 0:
                 checkpoint_path = trainer.save()
         progress.close()
