@@ -100,3 +100,22 @@ def test_bundled_model_card():
     assert config.resolution == 64
     size_mb = sum(p.numel() * 2 for p in generator.parameters()) / 1e6
     assert size_mb < 20
+
+
+def test_style_generator_truncates_in_w():
+    import torch
+
+    from facegan.models import build_models
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    generator, _ = build_models(tiny_config(architecture="stylegan"))
+    generator.eval()
+    assert generator.truncates_in_w
+    faces = [
+        generate(generator, sample_latents(2, generator.z_dim, seed), truncation_psi=0.0)
+        for seed in (0, 1)
+    ]
+    assert np.array_equal(faces[0][0], faces[1][1])
+    varied = generate(generator, sample_latents(2, generator.z_dim, 0), truncation_psi=1.0)
+    assert not np.array_equal(varied[0], varied[1])

@@ -203,8 +203,16 @@ def _run_train(args) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         for name, net in (("generator", generator), ("discriminator", discriminator)):
             print(f"{name} parameters: {sum(p.numel() for p in net.parameters()):,}")
+        from facegan.training.memory import estimate_memory
+
+        print(estimate_memory(config).describe())
         return 0
-    result = train(args.data, args.out, config, resume=args.resume)
+    try:
+        result = train(args.data, args.out, config, resume=args.resume)
+    except FloatingPointError as error:
+        # Raised when the NaN retries run out; the last good checkpoint is kept on disk.
+        print(f"facegan train: error: {error}", file=sys.stderr)
+        return 1
     reasons = {
         "steps": f"reached --steps {config.steps}",
         "minutes": f"trained --minutes {config.minutes:g} in this call; --resume continues",

@@ -2,7 +2,8 @@
 
 Latents are drawn from N(0, I) with a ``torch.Generator`` seeded by ``seed``, so a seed
 always gives the same images. Truncation scales each latent towards the mean latent
-(zero): ``z' = psi * z``. At ``psi = 1`` samples are untruncated; lower values trade
+(zero): ``z' = psi * z``; a style-based generator truncates in w instead, towards its
+tracked mean w. At ``psi = 1`` samples are untruncated; lower values trade
 variety for typical-looking faces; ``psi = 0`` gives the generator's mean face for
 every seed.
 """
@@ -93,9 +94,22 @@ def generate(
     generator: nn.Module,
     latents: torch.Tensor,
     batch_size: int = 64,
+    truncation_psi: float = 1.0,
 ) -> np.ndarray:
-    """Run ``generator`` on ``latents`` in batches; return NHWC uint8 images."""
-    chunks = [to_uint8(generator(batch)) for batch in latents.split(batch_size)]
+    """Run ``generator`` on ``latents`` in batches; return NHWC uint8 images.
+
+    ``truncation_psi`` pulls each sample towards the average: in w space for a generator
+    with a mapping network and a tracked mean w (``truncates_in_w``), else by scaling z.
+    """
+    check_truncation(truncation_psi)
+    in_w_space = getattr(generator, "truncates_in_w", False)
+    chunks = []
+    for batch in latents.split(batch_size):
+        if in_w_space:
+            images = generator(batch, truncation_psi=truncation_psi)
+        else:
+            images = generator(batch * truncation_psi)
+        chunks.append(to_uint8(images))
     return np.concatenate(chunks)
 
 
@@ -139,8 +153,8 @@ def sample(
 
         images, _ = sample_with_selection(run, count, seed, truncation_psi, selection, run_dir)
     else:
-        latents = sample_latents(count, run.config.z_dim, seed, truncation_psi)
-        images = generate(run.generator, latents)
+        latents = sample_latents(count, run.config.z_dim, seed)
+        images = generate(run.generator, latents, truncation_psi=truncation_psi)
     paths, grid = write_samples(images, out, seed)
     log.info("wrote %d samples from step %d of %s to %s", len(images), run.step, run.source, out)
     return paths, grid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def _run_novelty(args) -> int:
         ("--batch-size", args.batch_size),
     ):
         _positive(flag, value)
-    if args.threshold <= 0:
+    if not args.threshold > 0 or not math.isfinite(args.threshold):  # rejects NaN and inf
         raise UserError(f"invalid --threshold {args.threshold}; use a positive distance")
     options = NoveltyOptions(
         count=args.n,

@@ -149,9 +149,9 @@ def generate_samples(
     """Generate ``count`` uint8 NHWC samples with the sampler's seeded latents."""
     from facegan.sampling import generate, sample_latents
 
-    latents = sample_latents(count, generator.z_dim, seed, truncation_psi)
+    latents = sample_latents(count, generator.z_dim, seed)
     device = next(generator.parameters()).device
-    return generate(generator, latents.to(device), batch_size)
+    return generate(generator, latents.to(device), batch_size, truncation_psi)
 
 
 def output_folder(run_dir: Path | None, out: Path | None) -> Path:
