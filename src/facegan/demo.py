@@ -21,7 +21,7 @@ DEMO_SAMPLES = 64
 
 @dataclass
 class DemoResult:
-    """What the demo trained and where it wrote the new faces."""
+    """Summary of a demo: steps trained and the folder and grid of new faces."""
 
     step: int
     images_seen: int

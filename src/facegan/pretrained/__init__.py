@@ -34,7 +34,7 @@ def bundled_names() -> list[str]:
 def export_generator(run_dir: Path, out_dir: Path, name: str, card: dict[str, Any]) -> Path:
     """Write the EMA generator of ``run_dir`` as ``NAME.safetensors`` (fp16) plus ``NAME.json``.
 
-    ``card`` holds the model card's fields (data, command, time, metrics); the run's step,
+    ``card`` contains the model card's fields (data, command, time, metrics); the run's step,
     images seen and configuration are added from the checkpoint.
     """
     checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
