@@ -6,9 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UTKFACE = SHARED_DATA / "utkface-200"
+needs_utkface = pytest.mark.skipif(
+    not UTKFACE.is_dir(), reason=f"UTKFace faces not found at {UTKFACE}"
+)
 
 # The astronaut photo (512x512, public domain): her face fills roughly this box.
 ASTRONAUT_FACE_BOX = (150, 30, 290, 190)  # left, top, right, bottom
@@ -75,3 +80,13 @@ def trained_run(dataset32, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     train(dataset32, run_dir, tiny_config())
     return run_dir
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Run a test on one torch thread, restoring the previous count afterwards."""
+    # On 2 cores shared with other jobs, 2 torch threads ran EfficientNet 3x slower than 1.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

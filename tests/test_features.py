@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facegan.errors import UserError
 from facegan.evaluation import features
 from facegan.evaluation.metrics import frechet_distance, precision_recall
 
-from .conftest import SHARED_DATA, face_variants
+from .conftest import UTKFACE, face_variants, needs_utkface
 
-UTKFACE = SHARED_DATA / "utkface-200"
-needs_utkface = pytest.mark.skipif(
-    not UTKFACE.is_dir(), reason=f"UTKFace faces not found at {UTKFACE}"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # On 2 cores shared with other jobs, 2 torch threads ran EfficientNet 3x slower than 1.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def utkface_images(count: int, size: int = 64, offset: int = 0) -> np.ndarray:

@@ -6,28 +6,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facegan.errors import UserError
 from facegan.evaluation import novelty, plots, realdata
 from facegan.evaluation.features import make_extractor
 
-from .conftest import SHARED_DATA
+from .conftest import UTKFACE, needs_utkface
 
-UTKFACE = SHARED_DATA / "utkface-200"
-needs_utkface = pytest.mark.skipif(
-    not UTKFACE.is_dir(), reason=f"UTKFace faces not found at {UTKFACE}"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # On 2 cores shared with other jobs, 2 torch threads ran EfficientNet 3x slower than 1.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from facegan.models.layers import DiscriminatorHead, DiscriminatorOutput
+from facegan.models.layers import DiscriminatorHead, DiscriminatorOutput, check_images
 from facegan.models.progressive import ProgressiveStage, blend_rgb, shrink
 
 
@@ -172,9 +172,7 @@ class Discriminator(ProgressiveStage):
         self, images: torch.Tensor, reconstruct: bool = False
     ) -> DiscriminatorOutput:
         """Return logits and the 4x4 features before the last layer; DCGAN has no decoder."""
-        assert images.shape[1:] == (3, self.resolution, self.resolution), (
-            f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
-        )
+        check_images(images, self.resolution)
         if self.progressive:
             trunk = self._trunk_stage(images)
         elif self.head is not None:

@@ -24,6 +24,7 @@ from facegan.models.layers import (
     DiscriminatorHead,
     DiscriminatorOutput,
     channels_for,
+    check_images,
     spectral,
 )
 
@@ -173,9 +174,7 @@ class Discriminator(nn.Module):
         self, images: torch.Tensor, reconstruct: bool = False
     ) -> DiscriminatorOutput:
         """Return logits and features; with ``reconstruct``, also D's L1 reconstruction loss."""
-        assert images.shape[1:] == (3, self.resolution, self.resolution), (
-            f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
-        )
+        check_images(images, self.resolution)
         features_8 = self.down(self.stem(images))
         logits, features = self.head(self.to_4x4(features_8))
         loss = None

@@ -22,6 +22,14 @@ class DiscriminatorOutput:
     reconstruction_loss: torch.Tensor | None = None
 
 
+def check_images(images: torch.Tensor, resolution: int) -> None:
+    """Raise AssertionError unless ``images`` is an NCHW batch of RGB images at ``resolution``."""
+    expected = (3, resolution, resolution)
+    assert images.shape[1:] == expected, (
+        f"expected NCHW (N, 3, {resolution}, {resolution}), got {tuple(images.shape)}"
+    )
+
+
 def spectral(module: nn.Module, enabled: bool = True) -> nn.Module:
     """Wrap ``module`` in spectral normalisation (Miyato et al. 2018) when ``enabled``."""
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module

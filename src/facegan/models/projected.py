@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegan.errors import UserError
-from facegan.models.layers import DiscriminatorOutput, MinibatchStd, spectral
+from facegan.models.layers import DiscriminatorOutput, MinibatchStd, check_images, spectral
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,7 @@ class Discriminator(nn.Module):
     def forward_parts(
         self, images: torch.Tensor, reconstruct: bool = False
     ) -> DiscriminatorOutput:
-        assert images.shape[1:] == (3, self.resolution, self.resolution), (
-            f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
-        )
+        check_images(images, self.resolution)
         mixed = self.projection(self.features(images))
         outputs = [d(x) for d, x in zip(self.discriminators, mixed)]
         logits = torch.stack([logit for logit, _ in outputs]).mean(dim=0)

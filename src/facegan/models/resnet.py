@@ -17,6 +17,7 @@ from facegan.models.layers import (
     DiscriminatorHead,
     DiscriminatorOutput,
     channels_for,
+    check_images,
     spectral,
 )
 from facegan.models.progressive import ProgressiveStage, blend_rgb, shrink
@@ -157,9 +158,7 @@ class Discriminator(ProgressiveStage):
     def forward_parts(
         self, images: torch.Tensor, reconstruct: bool = False
     ) -> DiscriminatorOutput:
-        assert images.shape[1:] == (3, self.resolution, self.resolution), (
-            f"expected NCHW (N, 3, {self.resolution}, {self.resolution}), got {images.shape}"
-        )
+        check_images(images, self.resolution)
         x = self._trunk_stage(images) if self.progressive else self.blocks(images)
         logits, features = self.head(F.relu(x))
         return DiscriminatorOutput(logits, features)
