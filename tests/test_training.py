@@ -200,7 +200,7 @@ def test_second_trainer_on_same_folder_rejected(dataset32, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with open(run_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running trainer holds it
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a running trainer keeps this lock
         with pytest.raises(UserError, match="another 'facegan train' is using"):
             train(dataset32, run_dir, tiny_config())
     assert not (run_dir / "checkpoint.pt").exists()

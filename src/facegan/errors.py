@@ -4,5 +4,5 @@
 class UserError(Exception):
     """An invalid option, a missing file or another problem the user can fix.
 
-    The message names the file or option, says what is wrong and what to do.
+    The message names the file or option, states what is wrong and what to do.
     """

@@ -287,7 +287,7 @@ def _results(tasks: list[_Task], workers: int):
 
 def _validate(src: Path, size: int, workers: int | None, holdout: float, align) -> int:
     if src.exists() and not src.is_dir():
-        raise UserError(f"SRC {src} is a file, not a folder; pass the folder that holds it")
+        raise UserError(f"SRC {src} is a file, not a folder; pass the folder that contains it")
     if not src.is_dir():
         raise UserError(f"source folder {src} not found; pass a folder of images as SRC")
     low, high = (align_module.MIN_SIZE, align_module.MAX_SIZE) if align else (MIN_SIZE, MAX_SIZE)

@@ -68,7 +68,8 @@ class Generator(ProgressiveStage):
             })
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}), got {z.shape}"
+        assert z.ndim == 2, f"expected latents of shape (N, {self.z_dim}), got {z.shape}"
+        assert z.shape[1] == self.z_dim, f"expected (N, {self.z_dim}) latents, got {z.shape}"
         if self.progressive:
             return self._forward_stage(z[:, :, None, None])
         return self.net(z[:, :, None, None])

@@ -10,7 +10,7 @@ from torch import nn
 
 @dataclass
 class DiscriminatorOutput:
-    """What a discriminator returns to the training loop.
+    """Output of a discriminator, as the training loop reads it.
 
     ``logits`` has shape (N,). ``features`` (N, F) are the activations before the last
     layer, used by feature matching. ``reconstruction_loss`` is set only by

@@ -44,7 +44,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"checkpoint {path} not found; train a run first or check the folder")
     try:
-        # weights_only=False: the checkpoint holds RNG states and plain config dicts
+        # weights_only=False: the checkpoint contains RNG states and plain config dicts
         # written by this package, not arbitrary objects from elsewhere.
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
